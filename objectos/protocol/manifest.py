@@ -1,0 +1,251 @@
+"""Kernel protocol: the plugin manifest and the hub manifest (``configs/objectos.yaml``).
+
+Names follow @objectstack/spec's PluginDefinition / ObjectStackManifest
+(``id``, ``version``, ``dependencies`` as ``{id: semver range}``,
+``configuration.properties``, ``contributes``), in Python's snake_case only where
+the spec has no name (``module``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import semantic_version
+from pydantic import Field, field_validator, model_validator
+
+from objectos.protocol._base import ProtocolModel
+
+PLUGIN_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
+MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def check_semver(value: str) -> str:
+    try:
+        semantic_version.Version(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a semantic version (x.y.z)") from None
+    return value
+
+
+def check_range(value: str) -> str:
+    try:
+        semantic_version.NpmSpec(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a semver range (e.g. ^1.2.0, >=1 <2)") from None
+    return value
+
+
+def check_plugin_id(value: str) -> str:
+    if not PLUGIN_ID.match(value):
+        raise ValueError(f"{value!r} is not a reverse-domain plugin id (e.g. com.example.crm)")
+    return value
+
+
+class ConfigProperty(ProtocolModel):
+    """One configuration key a plugin accepts (JSON-schema-like)."""
+
+    type: Literal["string", "number", "integer", "boolean", "array", "object"] = Field(
+        description="JSON type of the value."
+    )
+    default: Any = Field(None, description="Value used when the hub manifest sets none.")
+    description: str | None = Field(None, description="What the key does.")
+    required: bool = Field(False, description="The hub manifest must set it.")
+    secret: bool = Field(False, description="Never shown by admin APIs or logs.")
+    enum: list[Any] | None = Field(None, description="The only values allowed.")
+
+
+class PluginConfiguration(ProtocolModel):
+    """The configuration schema of a plugin."""
+
+    title: str | None = Field(None, description="Heading shown by admin tools.")
+    properties: dict[str, ConfigProperty] = Field(
+        default_factory=dict, description="Accepted keys and their schema."
+    )
+
+
+class Contributes(ProtocolModel):
+    """What a plugin adds to the hub."""
+
+    objects: list[str] = Field(default_factory=list, description="Object names it defines.")
+    routes: list[str] = Field(default_factory=list, description="HTTP route prefixes it serves.")
+    events: list[str] = Field(default_factory=list, description="Event names it emits.")
+    jobs: list[str] = Field(default_factory=list, description="Job names it schedules.")
+    services: list[str] = Field(
+        default_factory=list, description="Service names it registers in the kernel registry."
+    )
+
+
+class PluginManifest(ProtocolModel):
+    """PluginDefinition: who a plugin is and what it needs."""
+
+    id: str = Field(description="Reverse-domain id, e.g. com.objectos.storage.")
+    version: str = Field(description="Semantic version x.y.z.")
+    name: str | None = Field(None, description="Human name.")
+    description: str | None = Field(None, description="What the plugin does.")
+    author: str | None = Field(None, description="Who maintains it.")
+    dependencies: dict[str, str] = Field(
+        default_factory=dict, description="Required plugins: {id: semver range}."
+    )
+    optionalDependencies: dict[str, str] = Field(
+        default_factory=dict,
+        description="Plugins started first when present; their absence or failure does not block.",
+    )
+    configuration: PluginConfiguration = Field(
+        default_factory=PluginConfiguration, description="Configuration schema."
+    )
+    contributes: Contributes = Field(default_factory=Contributes, description="Contributions.")
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        return check_plugin_id(value)
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        return check_semver(value)
+
+    @field_validator("dependencies", "optionalDependencies")
+    @classmethod
+    def _check_ranges(cls, value: dict[str, str]) -> dict[str, str]:
+        for dep_id, spec in value.items():
+            check_plugin_id(dep_id)
+            check_range(spec)
+        return value
+
+    def resolve_config(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Apply defaults and check ``given`` against the schema.
+
+        Raises ValueError naming the key on an unknown key, a missing required
+        key, a value outside ``enum`` or a value of the wrong JSON type.
+        """
+        props = self.configuration.properties
+        unknown = sorted(set(given) - set(props))
+        if unknown:
+            raise ValueError(f"unknown configuration key(s): {', '.join(unknown)}")
+        resolved: dict[str, Any] = {}
+        for key, prop in props.items():
+            if key in given:
+                value = given[key]
+            elif prop.required:
+                raise ValueError(f"configuration key {key!r} is required")
+            else:
+                value = prop.default
+            if value is not None:
+                if not _json_type_ok(prop.type, value):
+                    raise ValueError(f"configuration key {key!r} must be of type {prop.type}")
+                if prop.enum is not None and value not in prop.enum:
+                    raise ValueError(f"configuration key {key!r} must be one of {prop.enum}")
+            resolved[key] = value
+        return resolved
+
+
+def _json_type_ok(kind: str, value: Any) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "array":
+        return isinstance(value, list)
+    return isinstance(value, dict)
+
+
+class PluginEntry(ProtocolModel):
+    """One plugin the hub should run."""
+
+    module: str = Field(description="Import reference of the plugin class, 'package.module:Class'.")
+    enabled: bool = Field(True, description="False keeps the plugin installed but not running.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Values for the plugin's configuration schema."
+    )
+
+    @field_validator("module")
+    @classmethod
+    def _check_module(cls, value: str) -> str:
+        if not MODULE_REF.match(value):
+            raise ValueError(f"{value!r} is not an import reference 'package.module:Class'")
+        return value
+
+
+class RestartPolicy(ProtocolModel):
+    """How the kernel restarts a failed plugin."""
+
+    maxRestarts: int = Field(3, ge=0, description="Restarts allowed inside windowS.")
+    windowS: float = Field(60.0, gt=0, description="Sliding window of the restart budget.")
+    backoffInitialS: float = Field(0.5, ge=0, description="Delay before the first restart.")
+    backoffMaxS: float = Field(10.0, ge=0, description="Longest delay between restarts.")
+
+
+class KernelSettings(ProtocolModel):
+    """Kernel loop settings."""
+
+    healthCheckIntervalS: float = Field(1.0, gt=0, description="Seconds between health sweeps.")
+    healthCheckTimeoutS: float = Field(5.0, gt=0, description="A slower answer counts as failed.")
+    hookTimeoutS: float = Field(30.0, gt=0, description="Limit for each lifecycle hook.")
+    restart: RestartPolicy = Field(default_factory=RestartPolicy, description="Restart budget.")
+
+
+class DatabaseSettings(ProtocolModel):
+    """Where records live."""
+
+    url: str = Field(
+        "sqlite+aiosqlite:///{dataDir}/objectos.db",
+        description="SQLAlchemy async URL; {dataDir} is replaced by the hub's data directory.",
+    )
+
+
+class ServeSettings(ProtocolModel):
+    """The HTTP surface."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP ingress binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP ingress.")
+    replicas: int = Field(2, ge=1, description="Serve replicas of the API deployment.")
+    haproxy: bool = Field(
+        True, description="Use Serve's HAProxy ingress (much faster than the Python proxy)."
+    )
+
+
+class HubManifest(ProtocolModel):
+    """``configs/objectos.yaml``: the ObjectStackManifest of a running hub."""
+
+    id: str = Field(description="Reverse-domain id of this hub/app.")
+    version: str = Field("0.1.0", description="Version of this hub's configuration.")
+    name: str = Field("ObjectOS Hub", description="Name shown by discovery.")
+    description: str | None = Field(None, description="What this hub is for.")
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="Reported by discovery."
+    )
+    dataDir: str = Field(
+        ".objectos", description="Data directory (SQLite file, keys), relative to the manifest."
+    )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Database.")
+    metadata: list[str] = Field(
+        default_factory=lambda: ["metadata"],
+        description="Metadata directories (objects, permissions, ...), relative to the manifest.",
+    )
+    plugins: dict[str, PluginEntry] = Field(
+        default_factory=dict, description="Plugins to run, keyed by plugin id."
+    )
+    kernel: KernelSettings = Field(default_factory=KernelSettings, description="Kernel loop.")
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="HTTP surface.")
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        return check_plugin_id(value)
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        return check_semver(value)
+
+    @model_validator(mode="after")
+    def _check_plugin_ids(self) -> HubManifest:
+        for plugin_id in self.plugins:
+            check_plugin_id(plugin_id)
+        return self
