@@ -19,7 +19,8 @@ stack trace.
     │   │   ├── IncompatibleDependency    incompatible_dependency 400
     │   │   └── DependencyCycle           dependency_cycle      400
     │   ├── LifecycleError                lifecycle_error       500
-    │   └── UnknownPlugin                 unknown_plugin        404
+    │   ├── UnknownPlugin                 unknown_plugin        404
+    │   └── ServiceConflict (+Conflict)   service_conflict      409
     ├── Unauthenticated                   unauthenticated       401
     │   ├── InvalidToken                  invalid_token         401
     │   └── ExpiredToken                  expired_token         401
@@ -28,7 +29,8 @@ stack trace.
     │   └── RecordNotAccessible           record_not_accessible 403
     ├── NotFound                          not_found             404
     │   ├── ObjectNotFound                object_not_found      404
-    │   └── RecordNotFound                record_not_found      404
+    │   ├── RecordNotFound                record_not_found      404
+    │   └── ServiceNotFound               service_not_found     404
     ├── MethodNotAllowed                  method_not_allowed    405
     ├── Conflict                          conflict              409
     │   ├── ConcurrentModification        concurrent_modification 409
@@ -197,6 +199,12 @@ class RecordNotFound(NotFound):
     code = "record_not_found"
 
 
+class ServiceNotFound(NotFound):
+    """No running plugin provides the named service (kernel service registry)."""
+
+    code = "service_not_found"
+
+
 class MethodNotAllowed(ObjectOSError):
     code = "method_not_allowed"
     status = 405
@@ -219,6 +227,18 @@ class DuplicateValue(Conflict):
 
 class DeleteRestricted(Conflict):
     code = "delete_restricted"
+
+
+class ServiceConflict(KernelError, Conflict):
+    """Two plugins want to provide the same service name.
+
+    Both a kernel error (it comes from plugin wiring) and a :class:`Conflict`
+    (HTTP 409), so ``except Conflict`` and ``except KernelError`` both see it.
+    """
+
+    code = "service_conflict"
+    status = 409
+    category = "conflict"
 
 
 class RateLimitExceeded(ObjectOSError):
@@ -261,6 +281,8 @@ __all__ = [
     "RateLimitExceeded",
     "RecordNotAccessible",
     "RecordNotFound",
+    "ServiceConflict",
+    "ServiceNotFound",
     "ServiceUnavailable",
     "Unauthenticated",
     "UnknownPlugin",
