@@ -1,4 +1,7 @@
-"""Test doubles for the kernel tests: plugins that write down every hook call."""
+"""Test doubles for the kernel tests: plugins that write down every hook call.
+
+Plugin contexts come from :mod:`objectos.testing`, the project's one home of doubles.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from objectos.kernel.plugin import Plugin, PluginContext
+from objectos.kernel.plugin import Plugin
 from objectos.protocol.manifest import PluginManifest
+from objectos.testing import make_context
 
 
 class Clock:
@@ -23,36 +27,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class _Storage:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    async def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
-
-    async def delete(self, key: str) -> bool:
-        return self.data.pop(key, None) is not None
-
-    async def keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self.data if k.startswith(prefix))
-
-
-class _NoServices:
-    def get(self, name: str) -> Any:
-        raise LookupError(name)
-
-    async def names(self) -> list[str]:
-        return []
-
-
-class _NoEvents:
-    async def trigger(self, event: str, payload: dict[str, Any]) -> list[Any]:
-        return []
 
 
 class RecordingPlugin(Plugin):
@@ -127,15 +101,7 @@ def make_plugin(journal: list[tuple[Any, ...]]) -> MakePlugin:
             (RecordingPlugin,),
             {"manifest": manifest},
         )
-        context = PluginContext(
-            plugin_id=plugin_id,
-            manifest=manifest,
-            config={},
-            storage=_Storage(),
-            services=_NoServices(),
-            events=_NoEvents(),
-        )
-        plugin = cls(context)
+        plugin = cls(make_context(cls))
         plugin.journal = journal
         plugin.failures = dict(failures or {})
         plugin.hangs = set(hangs or ())
