@@ -92,6 +92,8 @@ class PluginContext:
     services: ServiceDirectory
     events: EventPublisher
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("objectos.plugin"))
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Hub-wide settings every plugin may read: ``databaseUrl``, ``dataDir``, ``hubId``."""
     provided_services: dict[str, Any] = field(default_factory=dict)
     hooks: list[HookRegistration] = field(default_factory=list)
 

@@ -1,0 +1,1 @@
+"""The API protocol: envelope, errors, discovery (pure; mounted by deployments/)."""

@@ -1,0 +1,149 @@
+"""One Ray instance and one Serve app per test session, bound to 127.0.0.1.
+
+Ray gets an explicit free GCS port (never 6379: CI runs Redis there), the
+HAProxy ingress is enabled before Ray starts (as `objectos up` does), and the
+Serve app is deployed once: in HAProxy mode a redeploy waits out a 30 s drain.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "tests" / "integration"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    import ray
+
+    sys.path.insert(0, str(TESTS))
+    ray.init(
+        include_dashboard=False,
+        num_cpus=2,
+        namespace="objectos",
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": f"{TESTS}:{ROOT}"}},
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def hub_manifest(tmp: Path, plugins: dict[str, dict[str, Any]], **kernel: Any) -> dict[str, Any]:
+    from objectos.protocol.manifest import HubManifest
+
+    settings = {
+        "healthCheckIntervalS": 0.3,
+        "healthCheckTimeoutS": 3,
+        "hookTimeoutS": 10,
+        "restart": {"maxRestarts": 2, "windowS": 60, "backoffInitialS": 0.2, "backoffMaxS": 1},
+    }
+    settings.update(kernel)
+    hub = HubManifest.model_validate(
+        {
+            "id": "com.test.hub",
+            "dataDir": str(tmp),
+            "database": {"url": f"sqlite+aiosqlite:///{tmp}/objectos.db"},
+            "plugins": plugins,
+            "kernel": settings,
+        }
+    )
+    return hub.model_dump()
+
+
+@pytest.fixture
+def start_hub(ray_session: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start a kernel for a set of plugins; tears it (and its hosts) down after."""
+    from actors.factory import get_or_create_kernel
+    from actors.kernel import KV_NAMESPACE
+
+    ray = ray_session
+    kernels: list[Any] = []
+
+    def start(plugins: dict[str, dict[str, Any]], **kernel: Any) -> Any:
+        handle = get_or_create_kernel(hub_manifest(tmp_path, plugins, **kernel))
+        kernels.append((handle, list(plugins)))
+        return handle
+
+    yield start
+
+    from ray.experimental import internal_kv
+
+    from actors.factory import get_plugin_host
+
+    for handle, plugin_ids in kernels:
+        try:
+            ray.get(handle.shutdown.remote(), timeout=60)
+        except Exception:
+            pass
+        ray.kill(handle, no_restart=True)
+        for pid in plugin_ids:
+            host = get_plugin_host(pid)
+            if host is not None:
+                ray.kill(host, no_restart=True)
+    for key in (b"kernel:com.test.hub", b"installed:com.test.hub"):
+        internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
+    wait_until(lambda: _kernel_gone(ray), timeout=30)
+
+
+def _kernel_gone(ray: Any) -> bool:
+    try:
+        ray.get_actor("kernel", namespace="objectos")
+    except ValueError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The hub's HTTP app on Ray Serve (HAProxy ingress), deployed once."""
+    from ray import serve
+
+    from deployments.api import APIGateway
+
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("serve")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = APIGateway.options(num_replicas=2).bind(hub_manifest(tmp, {}))
+    serve.run(app, name="objectos", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/api/v1/discovery", timeout=5).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=90, interval=0.5)
+    yield url
+    serve.shutdown()
