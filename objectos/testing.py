@@ -218,6 +218,7 @@ def make_context(
     *,
     storage: ScopedStorage | None = None,
     events: EventPublisher | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> PluginContext:
     """A PluginContext for ``plugin_cls`` as a plugin host would build it, without Ray.
 
@@ -227,7 +228,8 @@ def make_context(
     through its own view of it) or a plain ``{name: implementation}`` mapping.
     ``storage`` defaults to the ``storage`` service when the directory already
     has one — exactly the production path, scoped by this plugin's id — and to a
-    fresh :class:`MemoryScopedStorage` otherwise.
+    fresh :class:`MemoryScopedStorage` otherwise. ``settings`` are the hub-wide
+    settings (``databaseUrl``, ``dataDir``, ``hubId``).
     """
     manifest = plugin_cls.manifest
     if isinstance(services, LocalServiceDirectory):
@@ -247,6 +249,7 @@ def make_context(
         services=directory,
         events=events or RecordingEventPublisher(),
         logger=logging.getLogger(f"objectos.plugin.{manifest.id}"),
+        settings=dict(settings or {}),
     )
 
 
@@ -257,6 +260,7 @@ async def load_plugin(
     *,
     storage: ScopedStorage | None = None,
     events: EventPublisher | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> P:
     """Build the context, run ``on_enable`` and ``on_load``, publish the plugin's services.
 
@@ -264,7 +268,9 @@ async def load_plugin(
     through ``services.for_caller(...)``) reach the new services by name.
     """
     directory = services if services is not None else LocalServiceDirectory()
-    context = make_context(plugin_cls, config, directory, storage=storage, events=events)
+    context = make_context(
+        plugin_cls, config, directory, storage=storage, events=events, settings=settings
+    )
     plugin = plugin_cls(context)
     await plugin.on_enable()
     await plugin.on_load()

@@ -461,7 +461,8 @@ class StoragePlugin(Plugin):
 
     Configuration: ``mode`` (``persistent`` by default, or ``memory``) and
     ``url``, the hub database URL the host passes from the hub manifest
-    (``database.url``); without it the engine uses :data:`DEFAULT_URL`.
+    (``database.url``); without it the hub-wide ``databaseUrl`` setting of the
+    context is used, and without that :data:`DEFAULT_URL`.
     """
 
     manifest = PluginManifest(
@@ -494,9 +495,20 @@ class StoragePlugin(Plugin):
 
     engine: StorageEngine | None = None
 
+    def database_url(self) -> str | None:
+        """``url`` from the configuration, else the hub's ``databaseUrl`` setting, else None.
+
+        ``{dataDir}`` (the hub manifest's placeholder) becomes the hub's data directory.
+        """
+        settings = self.context.settings
+        url = self.context.config.get("url") or settings.get("databaseUrl")
+        if url and "{dataDir}" in url:
+            url = url.replace("{dataDir}", str(settings.get("dataDir") or ".objectos"))
+        return str(url) if url else None
+
     async def on_load(self) -> None:
         engine = create_storage_engine(
-            self.context.config.get("mode") or "persistent", self.context.config.get("url")
+            self.context.config.get("mode") or "persistent", self.database_url()
         )
         await engine.start()
         self.engine = engine
