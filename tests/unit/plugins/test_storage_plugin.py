@@ -6,6 +6,7 @@ import math
 import sqlite3
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -312,6 +313,16 @@ async def test_persistent_plugin_keeps_data_across_restarts(sqlite_url: str, ids
     assert await ServiceBackedStorage(second.for_caller(ids.a)).get("visits") == 3
     assert await plugin.health() == {"ready": True, "mode": "persistent"}
     await plugin.on_disable()
+
+
+async def test_storage_plugin_uses_the_hub_database_setting(tmp_path: Path) -> None:
+    url = "sqlite+aiosqlite:///{dataDir}/hub.db"
+    plugin = await load_plugin(
+        StoragePlugin, settings={"databaseUrl": url, "dataDir": str(tmp_path / "data")}
+    )
+    await ServiceBackedStorage(plugin.context.services).set("k", 1)
+    await plugin.on_disable()
+    assert (tmp_path / "data" / "hub.db").exists()
 
 
 async def test_memory_plugin_forgets_on_restart(ids) -> None:
