@@ -719,6 +719,38 @@ def _json_array_contains_default(
     )
 
 
+class json_is_null(FunctionElement[bool]):
+    """True when a JSON column is SQL NULL or holds the JSON value ``null``.
+
+    ``sa.JSON`` stores Python None as JSON ``null`` while an omitted column is
+    SQL NULL; a client asking for "no value" means both. Never NULL itself.
+    """
+
+    type = sa.Boolean()
+    inherit_cache = True
+
+
+@compiles(json_is_null, "sqlite")
+def _json_is_null_sqlite(element: json_is_null, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    expr = sa.or_(column.is_(None), sa.func.json_type(column) == sa.literal_column("'null'"))
+    return compiler.process(sa.Grouping(expr), **kw)
+
+
+@compiles(json_is_null, "postgresql")
+def _json_is_null_postgresql(element: json_is_null, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    typeof = sa.func.jsonb_typeof(sa.cast(column, postgresql.JSONB))
+    expr = sa.or_(column.is_(None), typeof == sa.literal_column("'null'"))
+    return compiler.process(sa.Grouping(expr), **kw)
+
+
+@compiles(json_is_null)
+def _json_is_null_default(element: json_is_null, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return compiler.process(sa.Grouping(column.is_(None)), **kw)
+
+
 # --------------------------------------------------------------------------
 # Compilation
 
@@ -779,10 +811,9 @@ class _FilterCompiler:
                     + (" holding many values" if kind is FieldKind.ARRAY else ""),
                 },
             )
-        if op == "$null":
-            return column.is_(None) if operand else column.is_not(None)
-        if op == "$exists":
-            return column.is_not(None) if operand else column.is_(None)
+        if op in ("$null", "$exists"):
+            wants_null = operand if op == "$null" else not operand
+            return _is_null(column, kind) if wants_null else negate(_is_null(column, kind))
         if _is_field_ref(operand):
             return self.field_comparison(field, info, column, op, operand["$field"])
         values = _ValueCoercer(field, op, info, kind, column)
@@ -832,7 +863,8 @@ class _FilterCompiler:
             return json_array_contains.of(column, values.element(value))
 
         if op in ("$eq", "$ne") and operand is None:
-            return column.is_(None) if op == "$eq" else column.is_not(None)
+            missing = _is_null(column, FieldKind.ARRAY)
+            return missing if op == "$eq" else negate(missing)
         if op in ("$eq", "$ne", "$contains", "$notContains"):
             wanted = operand if isinstance(operand, list) else [operand]
             if op in ("$eq", "$ne") and isinstance(operand, list):
@@ -879,6 +911,12 @@ class _FilterCompiler:
             "$lt": column.__lt__,
             "$lte": column.__le__,
         }[op](other_column)
+
+
+def _is_null(column: ColumnElement[Any], kind: FieldKind) -> ColumnElement[bool]:
+    if kind in (FieldKind.ARRAY, FieldKind.STRUCTURED):
+        return json_is_null(column)
+    return column.is_(None)
 
 
 def _as_text(column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -943,6 +981,10 @@ def coerce_value(
     into the field's type first. ``invalid(reason)`` builds the error to raise.
     """
     python_type = column_python_type(column)
+    if kind is FieldKind.ANY and python_type is not None:
+        # A formula stores its result in a column of its return type: check
+        # values as that type, or a text value would meet a number column.
+        kind = _KIND_BY_PYTHON_TYPE.get(python_type, FieldKind.ANY)
     if kind in (FieldKind.STRING, FieldKind.ANY) and isinstance(value, ParamText):
         return str(value)
     if kind is FieldKind.STRING:
@@ -981,6 +1023,17 @@ def coerce_value(
         return value
     raise invalid("expected a scalar value")
 
+
+_KIND_BY_PYTHON_TYPE: dict[type, FieldKind] = {
+    str: FieldKind.STRING,
+    int: FieldKind.NUMBER,
+    float: FieldKind.NUMBER,
+    Decimal: FieldKind.NUMBER,
+    bool: FieldKind.BOOLEAN,
+    datetime: FieldKind.DATETIME,
+    date: FieldKind.DATE,
+    time: FieldKind.TIME,
+}
 
 _NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -1089,6 +1142,7 @@ __all__ = [
     "field_kind",
     "filter_fields",
     "json_array_contains",
+    "json_is_null",
     "negate",
     "normalize_filter",
     "resolve_field",
