@@ -60,15 +60,19 @@ class _ObjectChecker:
         self.problems: list[Problem] = []
         self.known = set(obj.fields) | set(SYSTEM_FIELDS)
 
-    def problem(self, path: Path, message: str, code: str = "invalid_metadata",
-                target: str | None = None) -> None:
+    def problem(
+        self, path: Path, message: str, code: str = "invalid_metadata", target: str | None = None
+    ) -> None:
         self.problems.append(Problem(self.obj.name, path, message, code, target))
 
     def need_fields(self, names: Iterable[str], path: Path, what: str) -> None:
         for name in names:
             if name not in self.known:
-                self.problem(path, f"{what} names unknown field {name!r} of {self.obj.name!r}",
-                             "unknown_field")
+                self.problem(
+                    path,
+                    f"{what} names unknown field {name!r} of {self.obj.name!r}",
+                    "unknown_field",
+                )
 
     def expression(self, source: str, path: Path, what: str) -> Expression | None:
         try:
@@ -103,21 +107,27 @@ class _ObjectChecker:
         path: Path = ("fields", name)
         target = reference_target(self.obj.name, field)
         if target is not None and target not in self.objects:
-            self.problem((*path, "reference"),
-                         f"field {name!r} references unknown object {target!r}", "unknown_object",
-                         target)
+            self.problem(
+                (*path, "reference"),
+                f"field {name!r} references unknown object {target!r}",
+                "unknown_object",
+                target,
+            )
         if field.type == FieldType.FORMULA and field.expression:
             self.expression(field.expression, (*path, "expression"), f"formula {name!r}")
         if field.type == FieldType.SUMMARY and field.summaryOperations is not None:
             self.summary(name, field)
         if field.type in OPTION_TYPES and field.defaultValue is not None and field.options:
             allowed = {o.value for o in field.options}
-            given = field.defaultValue if isinstance(field.defaultValue, list) else [
-                field.defaultValue]
+            given = (
+                field.defaultValue if isinstance(field.defaultValue, list) else [field.defaultValue]
+            )
             for value in given:
                 if value not in allowed:
-                    self.problem((*path, "defaultValue"),
-                                 f"defaultValue {value!r} is not one of the options of {name!r}")
+                    self.problem(
+                        (*path, "defaultValue"),
+                        f"defaultValue {value!r} is not one of the options of {name!r}",
+                    )
 
     def summary(self, name: str, field: ObjectField) -> None:
         ops = field.summaryOperations
@@ -125,9 +135,12 @@ class _ObjectChecker:
         path: Path = ("fields", name, "summaryOperations")
         child = self.objects.get(ops.object)
         if child is None:
-            self.problem((*path, "object"),
-                         f"summary {name!r} rolls up unknown object {ops.object!r}",
-                         "unknown_object", ops.object)
+            self.problem(
+                (*path, "object"),
+                f"summary {name!r} rolls up unknown object {ops.object!r}",
+                "unknown_object",
+                ops.object,
+            )
             return
         if summary_link(self.obj.name, child) is None:
             self.problem(
@@ -141,29 +154,40 @@ class _ObjectChecker:
             child_field = child.fields.get(ops.field)
             if child_field is None:
                 if ops.field not in SYSTEM_FIELDS:
-                    self.problem((*path, "field"),
-                                 f"summary {name!r} names unknown field {ops.field!r} of "
-                                 f"{ops.object!r}", "unknown_field")
+                    self.problem(
+                        (*path, "field"),
+                        f"summary {name!r} names unknown field {ops.field!r} of {ops.object!r}",
+                        "unknown_field",
+                    )
             elif ops.function in ("sum", "avg") and not _is_numeric(child_field):
-                self.problem((*path, "field"),
-                             f"summary {name!r}: {ops.function} needs a numeric field, "
-                             f"{ops.object}.{ops.field} is {child_field.type.value}")
+                self.problem(
+                    (*path, "field"),
+                    f"summary {name!r}: {ops.function} needs a numeric field, "
+                    f"{ops.object}.{ops.field} is {child_field.type.value}",
+                )
             elif ops.function in ("min", "max") and not _is_orderable(child_field):
-                self.problem((*path, "field"),
-                             f"summary {name!r}: {ops.function} needs a number or date field, "
-                             f"{ops.object}.{ops.field} is {child_field.type.value}")
+                self.problem(
+                    (*path, "field"),
+                    f"summary {name!r}: {ops.function} needs a number or date field, "
+                    f"{ops.object}.{ops.field} is {child_field.type.value}",
+                )
         if ops.filter:
             child_known = set(child.fields) | set(SYSTEM_FIELDS)
             for key in _filter_fields(ops.filter):
                 if key not in child_known:
-                    self.problem((*path, "filter"),
-                                 f"summary {name!r} filters on unknown field {key!r} of "
-                                 f"{ops.object!r}", "unknown_field")
+                    self.problem(
+                        (*path, "filter"),
+                        f"summary {name!r} filters on unknown field {key!r} of {ops.object!r}",
+                        "unknown_field",
+                    )
 
     def formula_cycles(self) -> None:
         """A formula may read another formula, but never (transitively) itself."""
-        formulas = {name: field.expression for name, field in self.obj.fields.items()
-                    if field.type == FieldType.FORMULA and field.expression}
+        formulas = {
+            name: field.expression
+            for name, field in self.obj.fields.items()
+            if field.type == FieldType.FORMULA and field.expression
+        }
         reads: dict[str, set[str]] = {}
         for name, source in formulas.items():
             try:
@@ -177,9 +201,10 @@ class _ObjectChecker:
             if name in done:
                 return
             if name in visiting:
-                cycle = " -> ".join([*trail[trail.index(name):], name])
-                self.problem(("fields", name, "expression"), f"formula cycle: {cycle}",
-                             "formula_cycle")
+                cycle = " -> ".join([*trail[trail.index(name) :], name])
+                self.problem(
+                    ("fields", name, "expression"), f"formula cycle: {cycle}", "formula_cycle"
+                )
                 return
             visiting.add(name)
             for dep in sorted(reads.get(name, ())):
@@ -209,9 +234,11 @@ class _ObjectChecker:
                 for source, targets in rule.transitions.items():
                     for state in [source, *targets]:
                         if state not in states:
-                            self.problem((*path, "transitions", source),
-                                         f"rule {rule.name!r}: {state!r} is not an option of "
-                                         f"{rule.field!r}", "unknown_state")
+                            self.problem(
+                                (*path, "transitions", source),
+                                f"rule {rule.name!r}: {state!r} is not an option of {rule.field!r}",
+                                "unknown_state",
+                            )
 
 
 def _filter_fields(where: Mapping[str, object]) -> set[str]:

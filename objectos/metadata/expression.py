@@ -47,11 +47,40 @@ CONSTANTS: dict[str, Any] = {
 }
 
 _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
-    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call,
-    ast.Name, ast.Constant, ast.List, ast.Tuple, ast.Load,
-    ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd,
-    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
-    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot,
+    ast.Expression,
+    ast.BoolOp,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Call,
+    ast.Name,
+    ast.Constant,
+    ast.List,
+    ast.Tuple,
+    ast.Load,
+    ast.And,
+    ast.Or,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.In,
+    ast.NotIn,
+    ast.Is,
+    ast.IsNot,
 )
 
 
@@ -216,8 +245,9 @@ class Expression:
                 if node.keywords:
                     raise ExpressionError(f"keyword arguments are not allowed ({source!r})")
                 functions.add(node.func.id)
-            elif (isinstance(node, ast.Name) and id(node) not in callees
-                  and node.id not in CONSTANTS):
+            elif (
+                isinstance(node, ast.Name) and id(node) not in callees and node.id not in CONSTANTS
+            ):
                 names.add(node.id)
         self.names: frozenset[str] = frozenset(names)
         self.functions: frozenset[str] = frozenset(functions)

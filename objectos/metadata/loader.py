@@ -30,8 +30,15 @@ from objectos.protocol.loading import _line_of, parse_yaml, validate_model
 from objectos.protocol.object import ObjectSchema
 
 #: Metadata kinds, recognised by the file suffix ``.<kind>.yml``.
-KINDS: tuple[str, ...] = ("object", "permission", "workflow", "automation", "job", "endpoint",
-                          "app")
+KINDS: tuple[str, ...] = (
+    "object",
+    "permission",
+    "workflow",
+    "automation",
+    "job",
+    "endpoint",
+    "app",
+)
 _EXTENSIONS = (".yml", ".yaml")
 
 
@@ -56,8 +63,11 @@ class MetadataSnapshot:
     @property
     def objects(self) -> dict[str, ObjectSchema]:
         """The object models by name."""
-        return {name: item.model for (kind, name), item in self.items.items()
-                if kind == "object" and item.model is not None}
+        return {
+            name: item.model
+            for (kind, name), item in self.items.items()
+            if kind == "object" and item.model is not None
+        }
 
 
 def content_etag(body: Mapping[str, Any]) -> str:
@@ -126,9 +136,16 @@ class _Collector:
         key = (item.kind, item.name)
         if key in self.items:
             other = self.items[key].source
-            self.fail(item.source, [FieldError(
-                field=f"{item.source} name", code="duplicate_name",
-                message=f"{item.kind} {item.name!r} is already defined in {other}")])
+            self.fail(
+                item.source,
+                [
+                    FieldError(
+                        field=f"{item.source} name",
+                        code="duplicate_name",
+                        message=f"{item.kind} {item.name!r} is already defined in {other}",
+                    )
+                ],
+            )
             return
         self.items[key] = item
 
@@ -148,8 +165,14 @@ class _Collector:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            self.fail(source, [FieldError(f"{source}:1 <root>", "invalid_type",
-                                          f"a {kind} file holds one mapping")])
+            self.fail(
+                source,
+                [
+                    FieldError(
+                        f"{source}:1 <root>", "invalid_type", f"a {kind} file holds one mapping"
+                    )
+                ],
+            )
             return
         if "name" not in data:
             # ObjectQL names metadata after its file; keep that convenience.
@@ -168,15 +191,26 @@ class _Collector:
             return
         name = data.get("name")
         if not isinstance(name, str) or not name:
-            self.fail(source, [FieldError(f"{source}:{_line_of(node, ['name'])} name",
-                                          "invalid_type", "name must be a non-empty string")])
+            self.fail(
+                source,
+                [
+                    FieldError(
+                        f"{source}:{_line_of(node, ['name'])} name",
+                        "invalid_type",
+                        "name must be a non-empty string",
+                    )
+                ],
+            )
             return
         body = json.loads(json.dumps(data, default=str))
         self.add(MetadataItem(kind, name, source, body, content_etag(body)))
 
     def cross_check(self) -> None:
-        objects = {name: item.model for (kind, name), item in self.items.items()
-                   if kind == "object" and item.model is not None}
+        objects = {
+            name: item.model
+            for (kind, name), item in self.items.items()
+            if kind == "object" and item.model is not None
+        }
         for problem in check_objects(objects):
             if problem.target in self.invalid_objects:
                 continue
@@ -220,8 +254,9 @@ def load_metadata(roots: Iterable[str | Path]) -> MetadataSnapshot:
     paths = [Path(r) for r in roots]
     for root in paths:
         if not root.is_dir():
-            collector.fail(str(root), [FieldError(str(root), "not_found",
-                                                  "metadata directory does not exist")])
+            collector.fail(
+                str(root), [FieldError(str(root), "not_found", "metadata directory does not exist")]
+            )
     for path, kind in metadata_files(r for r in paths if r.is_dir()):
         collector.load_file(path, kind)
     collector.cross_check()

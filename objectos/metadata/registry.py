@@ -43,16 +43,18 @@ class MetadataChanges:
 
     def objects(self) -> set[str]:
         """Names of objects added, changed or removed."""
-        return {name for kind, name in [*self.added, *self.changed, *self.removed]
-                if kind == "object"}
+        return {
+            name for kind, name in [*self.added, *self.changed, *self.removed] if kind == "object"
+        }
 
 
 def diff_snapshots(old: MetadataSnapshot, new: MetadataSnapshot) -> MetadataChanges:
     """Compare two snapshots item by item (by ETag)."""
     added = sorted(k for k in new.items if k not in old.items)
     removed = sorted(k for k in old.items if k not in new.items)
-    changed = sorted(k for k in new.items
-                     if k in old.items and new.items[k].etag != old.items[k].etag)
+    changed = sorted(
+        k for k in new.items if k in old.items and new.items[k].etag != old.items[k].etag
+    )
     return MetadataChanges(added, changed, removed)
 
 
@@ -80,9 +82,7 @@ class MetadataRegistry:
         return cls(load_metadata(paths), paths)
 
     @classmethod
-    def from_objects(
-        cls, objects: Iterable[ObjectSchema | Mapping[str, Any]]
-    ) -> MetadataRegistry:
+    def from_objects(cls, objects: Iterable[ObjectSchema | Mapping[str, Any]]) -> MetadataRegistry:
         """A registry of objects defined in code (models or mappings shaped like the YAML)."""
         return cls(snapshot_of_objects(objects))
 
@@ -101,8 +101,9 @@ class MetadataRegistry:
         try:
             return self._objects[name]
         except KeyError:
-            raise ObjectNotFound(f"object {name!r} does not exist",
-                                 details={"object": name}) from None
+            raise ObjectNotFound(
+                f"object {name!r} does not exist", details={"object": name}
+            ) from None
 
     def kinds(self) -> list[str]:
         """Kinds that have at least one item."""
@@ -110,8 +111,10 @@ class MetadataRegistry:
 
     def items(self, kind: str) -> list[MetadataItem]:
         """All items of ``kind``, by name."""
-        return sorted((item for (k, _), item in self._snapshot.items.items() if k == kind),
-                      key=lambda item: item.name)
+        return sorted(
+            (item for (k, _), item in self._snapshot.items.items() if k == kind),
+            key=lambda item: item.name,
+        )
 
     def get(self, kind: str, name: str) -> MetadataItem:
         """One item; ObjectNotFound for objects, NotFound for other kinds."""
@@ -119,8 +122,7 @@ class MetadataRegistry:
         if item is None:
             if kind == "object":
                 self.get_object(name)
-            raise NotFound(f"{kind} {name!r} does not exist",
-                           details={"type": kind, "name": name})
+            raise NotFound(f"{kind} {name!r} does not exist", details={"type": kind, "name": name})
         return item
 
     def etag(self, kind: str, name: str) -> str:

@@ -43,9 +43,16 @@ def relations_of(objects: Mapping[str, ObjectSchema]) -> list[Relation]:
         for field_name, field in obj.fields.items():
             target = reference_target(name, field)
             if target is not None:
-                found.append(Relation(child=name, field=field_name, parent=target,
-                                      kind=field.type, on_delete=field.on_delete,
-                                      multiple=field.multiple))
+                found.append(
+                    Relation(
+                        child=name,
+                        field=field_name,
+                        parent=target,
+                        kind=field.type,
+                        on_delete=field.on_delete,
+                        multiple=field.multiple,
+                    )
+                )
     return found
 
 
@@ -56,7 +63,8 @@ def summary_link(parent: str, child: ObjectSchema) -> str | None:
     child has no single-valued reference to ``parent`` or the choice is ambiguous.
     """
     candidates = [
-        (name, field) for name, field in child.fields.items()
+        (name, field)
+        for name, field in child.fields.items()
         if reference_target(child.name, field) == parent and not field.multiple
     ]
     masters = [name for name, field in candidates if field.type == FieldType.MASTER_DETAIL]

@@ -85,21 +85,43 @@ class FieldType(StrEnum):
 
 
 #: Types whose value is one of ``options``.
-OPTION_TYPES = frozenset({FieldType.SELECT, FieldType.MULTISELECT, FieldType.RADIO,
-                          FieldType.CHECKBOXES})
+OPTION_TYPES = frozenset(
+    {FieldType.SELECT, FieldType.MULTISELECT, FieldType.RADIO, FieldType.CHECKBOXES}
+)
 #: Types that point at another record (``tree`` points at the same object).
 REFERENCE_TYPES = frozenset({FieldType.LOOKUP, FieldType.MASTER_DETAIL, FieldType.TREE})
 #: Types whose value the engine computes; clients never write them.
 COMPUTED_TYPES = frozenset({FieldType.FORMULA, FieldType.SUMMARY, FieldType.AUTONUMBER})
-NUMERIC_TYPES = frozenset({FieldType.NUMBER, FieldType.CURRENCY, FieldType.PERCENT,
-                           FieldType.RATING, FieldType.SLIDER})
-TEXT_TYPES = frozenset({FieldType.TEXT, FieldType.TEXTAREA, FieldType.EMAIL, FieldType.URL,
-                        FieldType.PHONE, FieldType.PASSWORD, FieldType.MARKDOWN, FieldType.HTML,
-                        FieldType.RICHTEXT, FieldType.CODE, FieldType.COLOR})
+NUMERIC_TYPES = frozenset(
+    {FieldType.NUMBER, FieldType.CURRENCY, FieldType.PERCENT, FieldType.RATING, FieldType.SLIDER}
+)
+TEXT_TYPES = frozenset(
+    {
+        FieldType.TEXT,
+        FieldType.TEXTAREA,
+        FieldType.EMAIL,
+        FieldType.URL,
+        FieldType.PHONE,
+        FieldType.PASSWORD,
+        FieldType.MARKDOWN,
+        FieldType.HTML,
+        FieldType.RICHTEXT,
+        FieldType.CODE,
+        FieldType.COLOR,
+    }
+)
 #: Types a formula may declare as its ``returnType``.
-FORMULA_RETURN_TYPES = frozenset({FieldType.TEXT, FieldType.NUMBER, FieldType.CURRENCY,
-                                  FieldType.PERCENT, FieldType.BOOLEAN, FieldType.DATE,
-                                  FieldType.DATETIME})
+FORMULA_RETURN_TYPES = frozenset(
+    {
+        FieldType.TEXT,
+        FieldType.NUMBER,
+        FieldType.CURRENCY,
+        FieldType.PERCENT,
+        FieldType.BOOLEAN,
+        FieldType.DATE,
+        FieldType.DATETIME,
+    }
+)
 
 
 def check_snake_case(value: str) -> str:
@@ -176,7 +198,7 @@ class ObjectField(ProtocolModel):
         None,
         description=(
             "What deleting the referenced record does to this one. Default: cascade for "
-            "master_detail, set_null otherwise."
+            "master_detail, restrict for a required lookup, set_null otherwise."
         ),
     )
     expression: str | None = Field(None, description="Formula of a formula field.")
@@ -204,7 +226,10 @@ class ObjectField(ProtocolModel):
         """The effective ``deleteBehavior`` of a reference field."""
         if self.deleteBehavior is not None:
             return self.deleteBehavior
-        return "cascade" if self.type == FieldType.MASTER_DETAIL else "set_null"
+        if self.type == FieldType.MASTER_DETAIL:
+            return "cascade"
+        # Clearing a required reference would leave an invalid record behind.
+        return "restrict" if self.required else "set_null"
 
     @property
     def value_type(self) -> FieldType:
@@ -223,6 +248,10 @@ class ObjectField(ProtocolModel):
                 raise ValueError(f"'reference' is only for lookup/master_detail, not {kind.value}")
             if self.deleteBehavior is not None:
                 raise ValueError(f"'deleteBehavior' is only for references, not {kind.value}")
+        if self.required and self.deleteBehavior == "set_null":
+            raise ValueError(
+                "a required reference cannot use deleteBehavior set_null (use restrict or cascade)"
+            )
         if kind == FieldType.MASTER_DETAIL:
             if self.multiple:
                 raise ValueError("a master_detail field points at exactly one parent")
@@ -260,8 +289,11 @@ class ObjectField(ProtocolModel):
             raise ValueError(f"a {kind.value} field is computed; it takes no required/defaultValue")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min is greater than max")
-        if (self.minLength is not None and self.maxLength is not None
-                and self.minLength > self.maxLength):
+        if (
+            self.minLength is not None
+            and self.maxLength is not None
+            and self.minLength > self.maxLength
+        ):
             raise ValueError("minLength is greater than maxLength")
         if self.scale is not None and self.precision is not None and self.scale > self.precision:
             raise ValueError("scale is greater than precision")
@@ -365,8 +397,22 @@ ValidationRule = Annotated[
     Field(discriminator="type"),
 ]
 
-ApiMethod = Literal["get", "list", "create", "update", "delete", "upsert", "bulk", "aggregate",
-                    "history", "search", "restore", "purge", "import", "export"]
+ApiMethod = Literal[
+    "get",
+    "list",
+    "create",
+    "update",
+    "delete",
+    "upsert",
+    "bulk",
+    "aggregate",
+    "history",
+    "search",
+    "restore",
+    "purge",
+    "import",
+    "export",
+]
 
 
 class ObjectCapabilities(ProtocolModel):
