@@ -103,6 +103,7 @@ class MigrationPlan:
 
 # --- type comparison -------------------------------------------------------------------------
 
+
 def _signature(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
     if isinstance(type_, sa.types.TypeDecorator):
         type_ = type_.load_dialect_impl(dialect)
@@ -145,6 +146,7 @@ def _widens(old: str, new: str) -> bool:
 
 
 # --- planning --------------------------------------------------------------------------------
+
 
 class _Planner:
     def __init__(self, conn: sa.Connection, tables: ObjectTables) -> None:
@@ -191,8 +193,12 @@ class _Planner:
                 continue
             rows = self.count(name)
             if rows:
-                self.refuse(name, None, f"object removed from metadata but its table holds "
-                                        f"{rows} record(s); dropping it would lose them")
+                self.refuse(
+                    name,
+                    None,
+                    f"object removed from metadata but its table holds "
+                    f"{rows} record(s); dropping it would lose them",
+                )
             else:
                 self.step("drop_table", name, None, "object removed from metadata (table empty)")
         return self.plan
@@ -200,18 +206,21 @@ class _Planner:
     def create(self, table: sa.Table, detail: str) -> None:
         self.step("create_table", table.name, None, detail)
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            self.step("create_index", table.name, str(index.name), _index_words(index),
-                      index=index)
+            self.step("create_index", table.name, str(index.name), _index_words(index), index=index)
 
     def diff_table(self, table: sa.Table) -> None:
         name = table.name
         live = {c["name"]: c for c in self.inspector.get_columns(name)}
         live_fk = {
             fk["constrained_columns"][0]: fk["referred_table"]
-            for fk in self.inspector.get_foreign_keys(name) if len(fk["constrained_columns"]) == 1
+            for fk in self.inspector.get_foreign_keys(name)
+            if len(fk["constrained_columns"]) == 1
         }
-        live_indexes = {str(ix["name"]): ix for ix in self.inspector.get_indexes(name)
-                        if ix.get("name") and _MANAGED_INDEX.match(str(ix["name"]))}
+        live_indexes = {
+            str(ix["name"]): ix
+            for ix in self.inspector.get_indexes(name)
+            if ix.get("name") and _MANAGED_INDEX.match(str(ix["name"]))
+        }
         desired_indexes = {str(ix.name): ix for ix in table.indexes}
         changed_columns: set[str] = set()
         # Indexes that no longer exist or changed are dropped first: a column
@@ -219,13 +228,22 @@ class _Planner:
         for ix_name, live_ix in sorted(live_indexes.items()):
             wanted = desired_indexes.get(ix_name)
             if wanted is None or not _same_index(wanted, live_ix):
-                self.step("drop_index", name, ix_name,
-                          "index no longer in metadata" if wanted is None else "index changed")
+                self.step(
+                    "drop_index",
+                    name,
+                    ix_name,
+                    "index no longer in metadata" if wanted is None else "index changed",
+                )
         for column in table.columns:
             current = live.get(column.name)
             if current is None:
-                self.step("add_column", name, column.name,
-                          f"new field ({_signature(column.type, self.dialect)})", column=column)
+                self.step(
+                    "add_column",
+                    name,
+                    column.name,
+                    f"new field ({_signature(column.type, self.dialect)})",
+                    column=column,
+                )
                 changed_columns.add(column.name)
                 continue
             new_sig = _signature(column.type, self.dialect)
@@ -236,23 +254,38 @@ class _Planner:
                 continue
             changed_columns.add(column.name)
             if new_fk == old_fk and _widens(old_sig, new_sig):
-                self.step("alter_column", name, column.name, f"{old_sig} -> {new_sig} (widening)",
-                          column=column, type_=column.type)
+                self.step(
+                    "alter_column",
+                    name,
+                    column.name,
+                    f"{old_sig} -> {new_sig} (widening)",
+                    column=column,
+                    type_=column.type,
+                )
                 continue
-            why = (f"reference {old_fk or 'none'} -> {new_fk or 'none'}" if new_fk != old_fk
-                   else f"type {old_sig} -> {new_sig}")
+            why = (
+                f"reference {old_fk or 'none'} -> {new_fk or 'none'}"
+                if new_fk != old_fk
+                else f"type {old_sig} -> {new_sig}"
+            )
             holding = self.count(name, column.name)
             if holding:
-                self.refuse(name, column.name,
-                            f"{why} cannot keep the values of {holding} record(s)")
+                self.refuse(
+                    name, column.name, f"{why} cannot keep the values of {holding} record(s)"
+                )
             else:
-                self.step("replace_column", name, column.name, f"{why} (column is empty)",
-                          column=column)
+                self.step(
+                    "replace_column", name, column.name, f"{why} (column is empty)", column=column
+                )
         for column_name in sorted(set(live) - {c.name for c in table.columns}):
             holding = self.count(name, column_name)
             if holding:
-                self.refuse(name, column_name, f"field removed from metadata but {holding} "
-                                               f"record(s) hold a value; dropping it loses them")
+                self.refuse(
+                    name,
+                    column_name,
+                    f"field removed from metadata but {holding} "
+                    f"record(s) hold a value; dropping it loses them",
+                )
             else:
                 self.step("drop_column", name, column_name, "field removed (column is empty)")
         for ix_name, index in sorted(desired_indexes.items()):
@@ -262,18 +295,25 @@ class _Planner:
             if index.unique and not {c.name for c in index.columns} & changed_columns:
                 duplicates = self.duplicates(table, index)
                 if duplicates:
-                    self.refuse(name, ", ".join(c.name for c in index.columns),
-                                f"unique index {ix_name} cannot be created: {duplicates} "
-                                f"value(s) occur more than once")
+                    self.refuse(
+                        name,
+                        ", ".join(c.name for c in index.columns),
+                        f"unique index {ix_name} cannot be created: {duplicates} "
+                        f"value(s) occur more than once",
+                    )
                     continue
             self.step("create_index", name, ix_name, _index_words(index), index=index)
 
     def duplicates(self, table: sa.Table, index: sa.Index) -> int:
         cols = [table.c[c.name] for c in index.columns]
-        grouped = (sa.select(*cols).where(*(c.is_not(None) for c in cols))
-                   .group_by(*cols).having(sa.func.count() > 1).subquery())
-        return int(self.conn.execute(sa.select(sa.func.count()).select_from(grouped))
-                   .scalar_one())
+        grouped = (
+            sa.select(*cols)
+            .where(*(c.is_not(None) for c in cols))
+            .group_by(*cols)
+            .having(sa.func.count() > 1)
+            .subquery()
+        )
+        return int(self.conn.execute(sa.select(sa.func.count()).select_from(grouped)).scalar_one())
 
 
 def _fk_target(column: sa.Column[Any]) -> str | None:
@@ -283,8 +323,9 @@ def _fk_target(column: sa.Column[Any]) -> str | None:
 
 
 def _same_index(wanted: sa.Index, live: Any) -> bool:
-    return ([c.name for c in wanted.columns] == list(live["column_names"])
-            and bool(wanted.unique) == bool(live["unique"]))
+    return [c.name for c in wanted.columns] == list(live["column_names"]) and bool(
+        wanted.unique
+    ) == bool(live["unique"])
 
 
 def _index_words(index: sa.Index) -> str:
@@ -293,6 +334,7 @@ def _index_words(index: sa.Index) -> str:
 
 
 # --- applying --------------------------------------------------------------------------------
+
 
 class _Applier:
     def __init__(self, conn: sa.Connection, tables: ObjectTables, plan: MigrationPlan) -> None:
@@ -318,8 +360,13 @@ class _Applier:
                 target = _fk_target(column)
                 # PostgreSQL checks a REFERENCES target at CREATE time; a table created
                 # later in this migration (a reference cycle) gets its key afterwards.
-                if (target is not None and not self.sqlite and target != table_name
-                        and target in to_create and target not in created):
+                if (
+                    target is not None
+                    and not self.sqlite
+                    and target != table_name
+                    and target in to_create
+                    and target not in created
+                ):
                     columns.append(_column_copy(column, with_foreign_key=False))
                     deferred.extend((table_name, fk) for fk in column.foreign_keys)
                 else:
@@ -327,22 +374,32 @@ class _Applier:
             self.op.create_table(table_name, *columns)
             created.add(table_name)
         for table_name, fk in deferred:
-            self.op.create_foreign_key(str(fk.name), table_name,
-                                       fk.target_fullname.split(".")[0], [fk.parent.name], ["id"])
+            self.op.create_foreign_key(
+                str(fk.name), table_name, fk.target_fullname.split(".")[0], [fk.parent.name], ["id"]
+            )
         self.column_steps()
         for step in self.by_action("create_index"):
             assert step.index is not None
-            self.op.create_index(str(step.name), step.object,
-                                 [c.name for c in step.index.columns], unique=step.index.unique)
+            self.op.create_index(
+                str(step.name),
+                step.object,
+                [c.name for c in step.index.columns],
+                unique=step.index.unique,
+            )
         for step in self.by_action("drop_table"):
             self.op.drop_table(step.object)
-            self.conn.execute(self.tables.schema_objects.delete().where(
-                self.tables.schema_objects.c.name == step.object))
+            self.conn.execute(
+                self.tables.schema_objects.delete().where(
+                    self.tables.schema_objects.c.name == step.object
+                )
+            )
         registered = [s.object for s in self.by_action("register_object")]
         if registered:
             now = dt.datetime.now(dt.UTC)
-            self.conn.execute(self.tables.schema_objects.insert(),
-                              [{"name": name, "created_at": now} for name in registered])
+            self.conn.execute(
+                self.tables.schema_objects.insert(),
+                [{"name": name, "created_at": now} for name in registered],
+            )
 
     def column_steps(self) -> None:
         steps = self.by_action("add_column", "alter_column", "replace_column", "drop_column")
@@ -374,10 +431,19 @@ class _Applier:
 
 def _column_copy(column: sa.Column[Any], *, with_foreign_key: bool = True) -> sa.Column[Any]:
     """A detached copy of ``column`` (``Column._copy`` would drop its foreign key)."""
-    keys = [sa.ForeignKey(fk.target_fullname, name=fk.name) for fk in column.foreign_keys
-            ] if with_foreign_key else []
-    return sa.Column(column.name, column.type, *keys, primary_key=column.primary_key,
-                     nullable=column.nullable, autoincrement=False)
+    keys = (
+        [sa.ForeignKey(fk.target_fullname, name=fk.name) for fk in column.foreign_keys]
+        if with_foreign_key
+        else []
+    )
+    return sa.Column(
+        column.name,
+        column.type,
+        *keys,
+        primary_key=column.primary_key,
+        nullable=column.nullable,
+        autoincrement=False,
+    )
 
 
 def _migrate_sync(conn: sa.Connection, tables: ObjectTables, dry_run: bool) -> MigrationPlan:
@@ -410,8 +476,9 @@ def _migrate_sync(conn: sa.Connection, tables: ObjectTables, dry_run: bool) -> M
             sqlite_pragma(conn, "foreign_keys=ON")
 
 
-async def migrate(engine: AsyncEngine, tables: ObjectTables, *,
-                  dry_run: bool = False) -> MigrationPlan:
+async def migrate(
+    engine: AsyncEngine, tables: ObjectTables, *, dry_run: bool = False
+) -> MigrationPlan:
     """Apply the metadata's schema to the database; return what was done.
 
     With ``dry_run`` nothing is applied and refusals are returned in the plan
@@ -424,10 +491,14 @@ async def migrate(engine: AsyncEngine, tables: ObjectTables, *,
         raise ConfigError(
             "schema migration refused, nothing applied: "
             + "; ".join(str(r) for r in plan.refusals),
-            details={"refused": [str(r) for r in plan.refusals],
-                     "planned": [str(s) for s in plan.steps]},
-            field_errors=[FieldError(f"{r.object}.{r.field}" if r.field else r.object,
-                                     "data_loss", r.reason) for r in plan.refusals],
+            details={
+                "refused": [str(r) for r in plan.refusals],
+                "planned": [str(s) for s in plan.steps],
+            },
+            field_errors=[
+                FieldError(f"{r.object}.{r.field}" if r.field else r.object, "data_loss", r.reason)
+                for r in plan.refusals
+            ],
         )
     return plan
 

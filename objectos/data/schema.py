@@ -85,14 +85,35 @@ SEQUENCE_TABLE = "_sequence"
 SCHEMA_OBJECTS_TABLE = "_schema_objects"
 SYSTEM_TABLES = (CHANGE_LOG_TABLE, SEQUENCE_TABLE, SCHEMA_OBJECTS_TABLE)
 
-_STRING_TYPES = frozenset({FieldType.TEXT, FieldType.EMAIL, FieldType.URL, FieldType.PHONE,
-                           FieldType.PASSWORD, FieldType.COLOR, FieldType.SELECT, FieldType.RADIO,
-                           FieldType.AUTONUMBER, FieldType.IMAGE, FieldType.FILE,
-                           FieldType.AVATAR})
-_LONG_TEXT_TYPES = frozenset({FieldType.TEXTAREA, FieldType.MARKDOWN, FieldType.HTML,
-                              FieldType.RICHTEXT, FieldType.CODE})
-_JSON_TYPES = frozenset({FieldType.MULTISELECT, FieldType.CHECKBOXES, FieldType.TAGS,
-                         FieldType.JSON, FieldType.ADDRESS, FieldType.LOCATION})
+_STRING_TYPES = frozenset(
+    {
+        FieldType.TEXT,
+        FieldType.EMAIL,
+        FieldType.URL,
+        FieldType.PHONE,
+        FieldType.PASSWORD,
+        FieldType.COLOR,
+        FieldType.SELECT,
+        FieldType.RADIO,
+        FieldType.AUTONUMBER,
+        FieldType.IMAGE,
+        FieldType.FILE,
+        FieldType.AVATAR,
+    }
+)
+_LONG_TEXT_TYPES = frozenset(
+    {FieldType.TEXTAREA, FieldType.MARKDOWN, FieldType.HTML, FieldType.RICHTEXT, FieldType.CODE}
+)
+_JSON_TYPES = frozenset(
+    {
+        FieldType.MULTISELECT,
+        FieldType.CHECKBOXES,
+        FieldType.TAGS,
+        FieldType.JSON,
+        FieldType.ADDRESS,
+        FieldType.LOCATION,
+    }
+)
 
 
 def new_id() -> str:
@@ -175,8 +196,9 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
 
 def _number_type(field: ObjectField, precision: int, scale: int) -> sa.types.TypeEngine[Any]:
-    return DecimalType(field.precision or precision, field.scale if field.scale is not None
-                       else scale)
+    return DecimalType(
+        field.precision or precision, field.scale if field.scale is not None else scale
+    )
 
 
 def value_column_type(
@@ -228,9 +250,15 @@ class ObjectTables:
         self._tables: dict[str, sa.Table] = {}
         self._columns: dict[str, dict[str, ColumnInfo]] = {}
         self.change_log = sa.Table(
-            CHANGE_LOG_TABLE, self.metadata,
-            sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False,
-                      comment="Server version: monotonic, in commit order."),
+            CHANGE_LOG_TABLE,
+            self.metadata,
+            sa.Column(
+                "seq",
+                sa.BigInteger,
+                primary_key=True,
+                autoincrement=False,
+                comment="Server version: monotonic, in commit order.",
+            ),
             sa.Column("object", sa.String(), nullable=False),
             sa.Column("record_id", sa.String(ID_LENGTH), nullable=False),
             sa.Column("operation", sa.String(8), nullable=False),
@@ -242,12 +270,14 @@ class ObjectTables:
             sa.Index(identifier("ix", CHANGE_LOG_TABLE, "object_seq"), "object", "seq"),
         )
         self.sequence = sa.Table(
-            SEQUENCE_TABLE, self.metadata,
+            SEQUENCE_TABLE,
+            self.metadata,
             sa.Column("name", sa.String(), primary_key=True),
             sa.Column("value", sa.BigInteger, nullable=False),
         )
         self.schema_objects = sa.Table(
-            SCHEMA_OBJECTS_TABLE, self.metadata,
+            SCHEMA_OBJECTS_TABLE,
+            self.metadata,
             sa.Column("name", sa.String(), primary_key=True),
             sa.Column("created_at", UTCDateTime(), nullable=False),
         )
@@ -256,7 +286,8 @@ class ObjectTables:
 
     def _build(self, obj: ObjectSchema) -> None:
         table = sa.Table(
-            obj.name, self.metadata,
+            obj.name,
+            self.metadata,
             sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
             sa.Column("created_at", UTCDateTime(), nullable=False),
             sa.Column("updated_at", UTCDateTime(), nullable=False),
@@ -286,14 +317,18 @@ class ObjectTables:
             )
             if field.unique:
                 table.append_constraint(
-                    sa.Index(identifier("uq", obj.name, name), name, unique=True))
+                    sa.Index(identifier("uq", obj.name, name), name, unique=True)
+                )
             elif (target is not None and not field.multiple) or field.index:
                 # Cascades, set_null, summaries and expand all look children up by parent.
                 table.append_constraint(sa.Index(identifier("ix", obj.name, name), name))
         for index in obj.indexes:
             prefix = "uq" if index.unique else "ix"
-            table.append_constraint(sa.Index(identifier(prefix, obj.name, index.name),
-                                             *index.fields, unique=index.unique))
+            table.append_constraint(
+                sa.Index(
+                    identifier(prefix, obj.name, index.name), *index.fields, unique=index.unique
+                )
+            )
         self._tables[obj.name] = table
         self._columns[obj.name] = columns
 
@@ -368,8 +403,9 @@ def create_engine(url: str | sa.URL, **kwargs: Any) -> AsyncEngine:
     """
     engine = _create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, busy_timeout_ms=int(os.environ.get(
-            "OBJECTOS_SQLITE_BUSY_TIMEOUT_MS", "30000")))
+        _configure_sqlite(
+            engine, busy_timeout_ms=int(os.environ.get("OBJECTOS_SQLITE_BUSY_TIMEOUT_MS", "30000"))
+        )
     return engine
 
 

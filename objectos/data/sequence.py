@@ -43,8 +43,7 @@ async def allocate(conn: Any, table: sa.Table, name: str, count: int = 1) -> int
         raise NotImplementedError(f"no counter upsert for dialect {dialect!r}")
     stmt = (
         insert.values(name=name, value=count)
-        .on_conflict_do_update(index_elements=[table.c.name],
-                               set_={"value": table.c.value + count})
+        .on_conflict_do_update(index_elements=[table.c.name], set_={"value": table.c.value + count})
         .returning(table.c.value)
     )
     return int((await conn.execute(stmt)).scalar_one())
