@@ -973,7 +973,7 @@ def _keyset_condition(
     assert spec.cursor is not None
     last = decode_cursor(spec.cursor, spec.order_by)
     keys = [
-        (column, direction, _cursor_value(name, column, last[name]))
+        (column, direction, _bound(column, _cursor_value(name, column, last[name])))
         for name, column, direction in order
     ]
     alternatives = []
@@ -984,6 +984,11 @@ def _keyset_condition(
         ties = [c.is_(None) if v is None else c == v for c, _, v in keys[:index]]
         alternatives.append(sa.and_(*ties, after))
     return sa.or_(*alternatives) if alternatives else sa.false()
+
+
+def _bound(column: ColumnElement[Any], value: Any) -> Any:
+    """A bound parameter of the column's type (SQLAlchemy refuses ``col > True``)."""
+    return None if value is None else sa.bindparam(None, value, type_=column.type)
 
 
 def _strictly_after(
