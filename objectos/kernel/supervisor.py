@@ -9,10 +9,14 @@ closes the gap one step at a time, like Ray Serve's ``DeploymentStateManager``:
   reason names the dependency;
 * a plugin host that dies (or stops answering health checks) is restarted with
   exponential backoff inside a restart budget (``maxRestarts`` per ``windowS``);
-  past the budget it is ``failed`` for good;
+  past the budget it is ``failed`` for good. Both the budget and the backoff
+  derive from one list, the times of the restarts inside the window, so a host
+  that starts fine and then keeps dying slows down like one that cannot start;
 * intent is checkpointed *before* acting, so a kernel that restarts
-  re-attaches to live hosts by name instead of starting them twice;
-* every step catches its own errors: one bad plugin never stops the loop.
+  re-attaches to live hosts by name instead of starting them twice, and keeps
+  the restart budgets, the pending backoffs and the failed plugins it knew;
+* every step catches its own errors and every start or stop of a host has a
+  time limit: one bad plugin never stops (or hangs) the loop.
 
 All side effects go through two injected collaborators: a :class:`PluginRuntime`
 (Ray actors in production, in-memory fakes in tests) and a :class:`Checkpoint`
@@ -25,16 +29,22 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from objectos.errors import ObjectOSError, UnknownPlugin
 from objectos.kernel.graph import resolve_load_order
 from objectos.protocol.manifest import HubManifest, PluginEntry, PluginManifest
 
 logger = logging.getLogger("objectos.kernel")
+
+T = TypeVar("T")
+
+# How many lifecycle hooks a host runs on start (install or upgrade, enable,
+# load), each bounded by hookTimeoutS inside the host.
+_START_HOOKS = 3
 
 
 class Status(StrEnum):
@@ -90,8 +100,9 @@ class PluginRecord:
     status: Status = Status.PENDING
     reason: str | None = None
     restarts_total: int = 0
+    # Clock times of the restarts inside the restart window: the budget and the
+    # backoff are both derived from it (no separate counter to drift).
     restart_times: deque[float] = field(default_factory=deque)
-    attempts: int = 0  # consecutive failed starts/crashes since last healthy start
     next_attempt_at: float = 0.0
     since: float = field(default_factory=time.time)
     host: dict[str, Any] = field(default_factory=dict)  # last lifecycle snapshot
@@ -129,8 +140,19 @@ class Supervisor:
         runtime: PluginRuntime,
         checkpoint: Checkpoint,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """Supervise the plugins of ``hub``; ``manifests`` holds one per plugin id.
+
+        ``clock`` times backoffs and restart windows. Its readings are
+        checkpointed and compared by the next kernel process, which Ray may
+        start on another node, so the default is wall-clock time rather than
+        a per-machine monotonic clock.
+
+        Raises:
+            DependencyError: the enabled plugins do not resolve (see
+                :func:`~objectos.kernel.graph.resolve_load_order`).
+        """
         self.hub = hub
         self.runtime = runtime
         self.checkpoint = checkpoint
@@ -162,7 +184,8 @@ class Supervisor:
                     "status": r.status.value,
                     "reason": r.reason,
                     "restartsTotal": r.restarts_total,
-                    "attempts": r.attempts,
+                    "restartTimes": list(r.restart_times),
+                    "nextAttemptAt": r.next_attempt_at,
                 }
                 for pid, r in self.records.items()
             },
@@ -175,33 +198,102 @@ class Supervisor:
             logger.exception("kernel checkpoint failed")
 
     async def recover(self) -> None:
-        """Re-attach to live hosts after a kernel restart; never start duplicates."""
-        saved = await self.checkpoint.load()
-        if saved:
+        """Re-attach to live hosts after a kernel restart; never start duplicates.
+
+        Restores what the checkpoint knew (restart budgets, pending backoffs,
+        failed and blocked plugins, a shutdown in progress), adopts every live
+        host found by name, and treats a plugin that was running but whose host
+        is gone, dead or no longer running as crashed: it is restarted after its
+        backoff, and the restart counts against its budget. Live hosts of
+        disabled plugins are stopped.
+        """
+        async with self._lock:
+            saved = await self._load()
             self.shutting_down = bool(saved.get("shuttingDown"))
-            for pid, state in saved.get("plugins", {}).items():
+            was_running: set[str] = set()
+            for pid, state in dict(saved.get("plugins") or {}).items():
                 record = self.records.get(pid)
-                if record is None:
+                if record is None or pid not in self.order:
                     continue
-                record.restarts_total = int(state.get("restartsTotal", 0))
-                record.attempts = int(state.get("attempts", 0))
-                if state.get("status") in (Status.FAILED, Status.BLOCKED):
-                    record.set_status(Status(state["status"]), state.get("reason"))
-        for pid in self.order:
-            record = self.records[pid]
+                try:
+                    if state.get("status") == Status.RUNNING:
+                        was_running.add(pid)
+                    self._restore(record, state)
+                except Exception:  # one bad entry must not cost the others
+                    logger.warning("checkpoint entry of %s ignored", pid, exc_info=True)
+            for pid in self.order:
+                try:
+                    await self._reattach(self.records[pid], pid in was_running)
+                except Exception:
+                    logger.exception("re-attaching %s failed", pid)
+            for record in self.records.values():
+                if record.plugin_id not in self.order:
+                    await self._stop_leftover(record)
+            await self._save()
+
+    async def _load(self) -> dict[str, Any]:
+        try:
+            saved = await self.checkpoint.load()
+        except Exception:  # live hosts are still worth finding without it
+            logger.exception("kernel checkpoint unreadable; recovering from live hosts only")
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def _restore(self, record: PluginRecord, state: Mapping[str, Any]) -> None:
+        now = self.clock()
+        # Parse everything before assigning anything: a bad entry changes nothing.
+        restarts_total = int(state.get("restartsTotal", 0))
+        # A checkpoint written on another node may run a little ahead of our clock.
+        times = [min(float(t), now) for t in state.get("restartTimes", [])]
+        next_attempt_at = min(float(state.get("nextAttemptAt", 0.0)), now + self.policy.backoffMaxS)
+        record.restarts_total = restarts_total
+        record.restart_times = deque(sorted(t for t in times if now - t <= self.policy.windowS))
+        record.next_attempt_at = next_attempt_at
+        # Transient states are derived again from the live hosts; these are not.
+        kept = {Status.RESTARTING, Status.FAILED, Status.BLOCKED}
+        if self.shutting_down:
+            kept |= {Status.STOPPING, Status.STOPPED}
+        status = state.get("status")
+        if status in kept:
+            record.set_status(Status(status), state.get("reason"))
+
+    async def _reattach(self, record: PluginRecord, was_running: bool) -> None:
+        pid = record.plugin_id
+        try:
+            handle = await self.runtime.lookup(pid)
+        except Exception as exc:
+            # Unknown rather than dead: a later start gets the host by name if it exists.
+            logger.info("plugin %s not looked up: %s", pid, exc)
+            return
+        lost = "no live host"
+        if handle is not None:
             try:
-                handle = await self.runtime.lookup(pid)
-                if handle is None:
-                    continue
-                snapshot = await self.runtime.status(handle, self.hub.kernel.healthCheckTimeoutS)
+                record.host = await self.runtime.status(handle, self.hub.kernel.healthCheckTimeoutS)
             except Exception as exc:
-                logger.info("plugin %s not re-attached: %s", pid, exc)
-                continue
-            self.handles[pid] = handle
-            record.host = snapshot
-            if snapshot.get("state") == "running":
-                record.set_status(Status.RUNNING)
-                logger.info("re-attached to running plugin %s", pid)
+                lost = _describe(exc)
+                await self._destroy(record, handle)
+            else:
+                self.handles[pid] = handle
+                state = record.host.get("state")
+                if state == "running":
+                    record.set_status(Status.RUNNING)
+                    logger.info("re-attached to running plugin %s", pid)
+                    return
+                lost = f"host reports {state}"
+        if was_running and not self.shutting_down:
+            await self._failure(record, f"host lost while the kernel was down: {lost}")
+
+    async def _stop_leftover(self, record: PluginRecord) -> None:
+        """Stop a live host of a plugin that the manifest no longer enables."""
+        try:
+            handle = await self.runtime.lookup(record.plugin_id)
+        except Exception:
+            logger.info("plugin %s not looked up", record.plugin_id, exc_info=True)
+            return
+        if handle is not None:
+            logger.info("stopping the host of disabled plugin %s", record.plugin_id)
+            self.handles[record.plugin_id] = handle
+            await self._stop_host(record)
 
     # -- the loop ------------------------------------------------------------
 
@@ -223,12 +315,11 @@ class Supervisor:
             return
         blocker = self._failed_dependency(record)
         if blocker is not None:
-            if record.status != Status.BLOCKED:
-                dep = self.records[blocker]
-                record.set_status(
-                    Status.BLOCKED, f"dependency {blocker} {dep.status.value}: {dep.reason}"
-                )
-                await self._stop_host(record)
+            dep = self.records[blocker]
+            record.set_status(
+                Status.BLOCKED, f"dependency {blocker} {dep.status.value}: {dep.reason}"
+            )
+            await self._stop_host(record)  # a no-op once it is stopped
             return
         if record.status == Status.BLOCKED:
             record.set_status(Status.PENDING)
@@ -273,11 +364,12 @@ class Supervisor:
             if handle is None:
                 handle = await self.runtime.create(record.plugin_id, record.entry)
                 self.handles[record.plugin_id] = handle
-            record.host = await self.runtime.start(handle)
+            record.host = await self._within(
+                self._start_timeout_s(), self.runtime.start(handle), "start"
+            )
         except Exception as exc:
             await self._failure(record, f"start failed: {_describe(exc)}")
             return
-        record.attempts = 0
         record.set_status(Status.RUNNING)
         logger.info("plugin %s running", record.plugin_id)
 
@@ -301,26 +393,22 @@ class Supervisor:
         logger.warning("plugin %s: %s", record.plugin_id, reason)
         handle = self.handles.pop(record.plugin_id, None)
         if handle is not None:
-            try:
-                await self.runtime.destroy(handle)
-            except Exception:
-                logger.debug("destroying %s failed", record.plugin_id, exc_info=True)
+            await self._destroy(record, handle)
         now = self.clock()
         window = self.policy.windowS
         while record.restart_times and now - record.restart_times[0] > window:
             record.restart_times.popleft()
-        if len(record.restart_times) >= self.policy.maxRestarts:
+        recent = len(record.restart_times)
+        if recent >= self.policy.maxRestarts:
             record.set_status(
                 Status.FAILED,
                 f"{reason} (restart budget of {self.policy.maxRestarts} in {window:g}s exhausted)",
             )
             return
+        # The n-th restart inside the window waits initial * 2**(n-1), capped.
+        delay = min(self.policy.backoffInitialS * 2**recent, self.policy.backoffMaxS)
         record.restart_times.append(now)
         record.restarts_total += 1
-        record.attempts += 1
-        delay = min(
-            self.policy.backoffInitialS * 2 ** (record.attempts - 1), self.policy.backoffMaxS
-        )
         record.next_attempt_at = now + delay
         record.set_status(Status.RESTARTING, f"{reason}; restarting in {delay:.1f}s")
 
@@ -329,33 +417,59 @@ class Supervisor:
         if handle is None:
             return
         try:
-            await self.runtime.stop(handle)
+            await self._within(self._stop_timeout_s(), self.runtime.stop(handle), "stop")
         except Exception:
             logger.warning("stopping %s failed", record.plugin_id, exc_info=True)
+        await self._destroy(record, handle)
+
+    async def _destroy(self, record: PluginRecord, handle: Any) -> None:
         try:
             await self.runtime.destroy(handle)
         except Exception:
             logger.debug("destroying %s failed", record.plugin_id, exc_info=True)
 
+    def _start_timeout_s(self) -> float:
+        # The host bounds each hook itself; the slack covers creating the
+        # process. A start slower than this is a host that is stuck or was never
+        # scheduled, and must not hold up the whole loop.
+        kernel = self.hub.kernel
+        return _START_HOOKS * kernel.hookTimeoutS + kernel.healthCheckTimeoutS
+
+    def _stop_timeout_s(self) -> float:
+        kernel = self.hub.kernel
+        return kernel.hookTimeoutS + kernel.healthCheckTimeoutS
+
+    @staticmethod
+    async def _within(timeout_s: float, call: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(call, timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"{what} took longer than {timeout_s:g}s") from None
+
     # -- operator actions ----------------------------------------------------
 
     async def restart_plugin(self, plugin_id: str) -> dict[str, Any]:
-        """Operator restart (or hot reload): a fresh host with a fresh budget."""
+        """Operator restart (or hot reload): a fresh host with a fresh budget.
+
+        Dependents blocked on the plugin start again once it runs. A disabled
+        plugin, or any plugin while the hub shuts down, is left as it is (its
+        row says why).
+
+        Raises:
+            UnknownPlugin: ``plugin_id`` is not in the manifest.
+        """
         record = self._record(plugin_id)
         async with self._lock:
-            await self._stop_host(record)
+            if plugin_id not in self.order or self.shutting_down:
+                return self._row(plugin_id)
             record.restart_times.clear()
-            record.attempts = 0
             record.next_attempt_at = 0.0
             record.restarts_total += 1
             record.set_status(Status.PENDING, "restart requested")
-            # Dependents that were blocked on this plugin may start again.
-            for other in self.records.values():
-                if other.status == Status.BLOCKED:
-                    other.set_status(Status.PENDING)
-            await self._save()
+            await self._save()  # intent first, then act
+            await self._stop_host(record)
         await self.reconcile()
-        return record.to_dict(self.order.index(plugin_id))
+        return self._row(plugin_id)
 
     async def shutdown(self) -> list[str]:
         """Stop every plugin in reverse dependency order; never aborts midway."""
@@ -365,19 +479,22 @@ class Supervisor:
             errors: list[str] = []
             for pid in reversed(self.order):
                 record = self.records[pid]
-                handle = self.handles.pop(pid, None)
+                handle = self.handles.get(pid)
                 if handle is None:
                     record.set_status(Status.STOPPED, "hub shut down")
                     continue
                 record.set_status(Status.STOPPING)
                 try:
-                    await self.runtime.stop(handle)
+                    await self._within(self._stop_timeout_s(), self.runtime.stop(handle), "stop")
                 except Exception as exc:
                     errors.append(f"{pid}: {_describe(exc)}")
                 try:
                     await self.runtime.destroy(handle)
                 except Exception as exc:
                     errors.append(f"{pid}: {_describe(exc)}")
+                # Forgotten only now, so that a shutdown interrupted above and
+                # retried still finds this host.
+                self.handles.pop(pid, None)
                 record.set_status(Status.STOPPED, "hub shut down")
             await self._save()
             return errors
@@ -392,10 +509,15 @@ class Supervisor:
                 f"unknown plugin {plugin_id!r}", details={"plugin": plugin_id}
             ) from None
 
+    def _listing_order(self) -> list[str]:
+        return [*self.order, *[p for p in self.records if p not in self.order]]
+
+    def _row(self, plugin_id: str) -> dict[str, Any]:
+        return self.records[plugin_id].to_dict(self._listing_order().index(plugin_id))
+
     def plugins(self) -> list[dict[str, Any]]:
         """Every plugin, in dependency order (disabled ones last)."""
-        ordered = [*self.order, *[p for p in self.records if p not in self.order]]
-        return [self.records[pid].to_dict(i) for i, pid in enumerate(ordered)]
+        return [self.records[pid].to_dict(i) for i, pid in enumerate(self._listing_order())]
 
     def ready(self) -> bool:
         """True when every enabled plugin is running."""
