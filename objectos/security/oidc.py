@@ -145,8 +145,8 @@ class OIDCVerifier:
         self._clock = clock
         self._keys: dict[str | None, Key] | None = None
         self._fetched_at = 0.0
-        self._attempted_at = 0.0
-        self._attempts = 0
+        self._attempted_at: float | None = None
+        self._finished_fetches = 0
         self._lock = asyncio.Lock()
 
     @property
@@ -217,9 +217,7 @@ class OIDCVerifier:
             raise invalid("algorithm does not fit the key")
 
     async def _key_for(self, kid: str | None) -> Key:
-        now = self._clock()
-        stale = self._keys is None or now - self._fetched_at >= self._cache_ttl_s
-        if stale and self._may_fetch(now):
+        if self._keys is None or self._clock() - self._fetched_at >= self._cache_ttl_s:
             await self._refresh()
         if self._keys is None:
             raise ServiceUnavailable(
@@ -227,7 +225,7 @@ class OIDCVerifier:
                 details={"issuer": self._issuer, "reason": "no JWKS fetched yet"},
             )
         key = self._lookup(kid)
-        if key is None and kid is not None and self._may_fetch(self._clock()):
+        if key is None and kid is not None:
             # The provider may have rotated its keys since we cached them.
             await self._refresh()
             key = self._lookup(kid)
@@ -243,17 +241,23 @@ class OIDCVerifier:
             return next(iter(keys.values())) if len(keys) == 1 else None
         return keys.get(kid)
 
-    def _may_fetch(self, now: float) -> bool:
-        return self._attempts == 0 or now - self._attempted_at >= self._min_refresh_interval_s
-
     async def _refresh(self) -> None:
-        """Fetch the JWKS once, however many requests are waiting for it."""
-        seen = self._attempts
+        """Fetch the JWKS, unless one was tried within ``min_refresh_interval_s``.
+
+        Requests that arrive while a fetch is in flight wait for it and use
+        its result instead of fetching again.
+        """
+        seen = self._finished_fetches
         async with self._lock:
-            if self._attempts != seen:
-                return  # another request fetched while we waited for the lock
-            self._attempts += 1
-            self._attempted_at = self._clock()
+            if self._finished_fetches != seen:
+                return  # a fetch finished while we waited for the lock
+            now = self._clock()
+            if (
+                self._attempted_at is not None
+                and now - self._attempted_at < self._min_refresh_interval_s
+            ):
+                return
+            self._attempted_at = now
             try:
                 keys = await self._fetch_keys()
             except ServiceUnavailable as exc:
@@ -265,6 +269,8 @@ class OIDCVerifier:
                     exc.details.get("reason"),
                 )
                 return
+            finally:
+                self._finished_fetches += 1
             self._keys = keys
             self._fetched_at = self._clock()
 

@@ -6,6 +6,7 @@ stores); only time is faked, so no test sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -87,7 +88,10 @@ class IdentityProvider:
 
     The app is a Starlette ASGI app reached through ``httpx.ASGITransport``,
     so the verifier performs genuine HTTP exchanges. ``requests`` counts hits
-    per path; setting ``status`` to 500 simulates an outage.
+    per path; setting ``status`` to 500 simulates an outage; while ``gate`` is
+    an unset event, every response waits for it (a slow provider);
+    ``publish_alg=False`` leaves ``alg`` out of the JWKS entries, as many
+    providers do.
     """
 
     def __init__(self, clock: ManualClock, issuer: str = IDP_ISSUER) -> None:
@@ -95,6 +99,8 @@ class IdentityProvider:
         self.issuer = issuer
         self.advertised_issuer = issuer
         self.status = 200
+        self.gate: asyncio.Event | None = None
+        self.publish_alg = True
         self.requests: Counter[str] = Counter()
         self.keys: list[Any] = []
         self.add_key("RS256", kid="rsa-1")
@@ -150,6 +156,8 @@ class IdentityProvider:
 
     async def _discovery(self, request: Request) -> Response:
         self.requests["discovery"] += 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.status != 200:
             return Response(status_code=self.status)
         return JSONResponse(
@@ -162,15 +170,17 @@ class IdentityProvider:
 
     async def _jwks(self, request: Request) -> Response:
         self.requests["jwks"] += 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.status != 200:
             return Response(status_code=self.status)
-        return JSONResponse(
-            {
-                "keys": [
-                    {**key.as_dict(), "alg": key.options["alg"], "use": "sig"} for key in self.keys
-                ]
-            }
-        )
+        entries = []
+        for key in self.keys:
+            entry = {**key.as_dict(), "use": "sig"}
+            if self.publish_alg:
+                entry["alg"] = key.options["alg"]
+            entries.append(entry)
+        return JSONResponse({"keys": entries})
 
 
 @pytest.fixture

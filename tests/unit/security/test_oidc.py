@@ -100,13 +100,42 @@ async def test_the_jwks_is_cached_until_its_ttl(
     assert idp.requests["discovery"] == 1  # the jwks_uri is remembered
 
 
-async def test_concurrent_first_verifications_fetch_the_jwks_once(
+async def let_everyone_queue_up() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+# With no refresh interval only the waiting itself prevents a stampede.
+@pytest.mark.parametrize("interval", [30, 0])
+async def test_concurrent_first_verifications_wait_for_one_fetch(
+    idp: IdentityProvider, make_verifier: MakeVerifier, interval: float
+) -> None:
+    verifier = make_verifier(min_refresh_interval_s=interval)
+    idp.gate = asyncio.Event()  # the provider is slow to answer
+    pending = asyncio.gather(*(verifier.verify(idp.token()) for _ in range(10)))
+    await let_everyone_queue_up()
+    assert idp.requests == {"discovery": 1}
+    idp.gate.set()
+
+    identities = await pending
+    assert len(identities) == 10
+    assert idp.requests == {"discovery": 1, "jwks": 1}
+
+
+async def test_concurrent_requests_during_an_outage_cause_one_fetch(
     idp: IdentityProvider, make_verifier: MakeVerifier
 ) -> None:
     verifier = make_verifier()
-    identities = await asyncio.gather(*(verifier.verify(idp.token()) for _ in range(10)))
-    assert len(identities) == 10
-    assert idp.requests["jwks"] == 1
+    idp.status = 503
+    idp.gate = asyncio.Event()
+    pending = asyncio.gather(
+        *(verifier.verify(idp.token()) for _ in range(10)), return_exceptions=True
+    )
+    await let_everyone_queue_up()
+    idp.gate.set()
+    outcomes = await pending
+    assert all(isinstance(outcome, ServiceUnavailable) for outcome in outcomes)
+    assert idp.requests == {"discovery": 1}
 
 
 async def test_a_new_provider_key_is_picked_up_by_one_refetch(
@@ -212,6 +241,19 @@ async def test_an_algorithm_that_does_not_fit_the_named_key_is_refused(
     with pytest.raises(InvalidToken) as caught:
         await make_verifier().verify(forged)
     assert reason(caught) == "algorithm does not fit the key"
+
+
+async def test_the_key_type_is_checked_when_the_jwks_names_no_alg(
+    idp: IdentityProvider, make_verifier: MakeVerifier
+) -> None:
+    idp.publish_alg = False
+    attacker = idp.add_key("ES256", kid="attacker")
+    idp.keys.remove(attacker)
+    forged = idp.token(key=attacker, header={"kid": "rsa-1"})
+    with pytest.raises(InvalidToken) as caught:
+        await make_verifier().verify(forged)
+    assert reason(caught) == "algorithm does not fit the key"
+    await make_verifier().verify(idp.token())  # alg-less keys still work for their own alg
 
 
 async def test_only_configured_algorithms_are_accepted(

@@ -338,6 +338,21 @@ async def test_reusing_a_spent_refresh_token_revokes_the_whole_family(
     await tokens.rotate_refresh(other_session)
 
 
+async def test_replaying_a_spent_token_after_it_expired_is_still_reuse(
+    tokens: TokenService, clock: ManualClock
+) -> None:
+    _, first = await tokens.issue_session("user-1")
+    clock.advance(3600)
+    _, second = await tokens.rotate_refresh(first)
+    clock.advance(86400 - 3600)  # first has expired, second has not
+    with pytest.raises(InvalidToken) as caught:
+        await tokens.rotate_refresh(first)
+    assert reason(caught) == "refresh token reuse detected"
+    with pytest.raises(InvalidToken) as caught:
+        await tokens.rotate_refresh(second)
+    assert reason(caught) == "refresh token revoked"
+
+
 async def test_two_concurrent_refreshes_with_one_token_count_as_reuse(
     tokens: TokenService,
 ) -> None:
@@ -397,3 +412,23 @@ async def test_the_store_forgets_expired_tokens(
     await tokens.issue_session("user-2")
     assert await refresh_store.delete_expired(clock.now) == 1
     assert [r.user_id for r in refresh_store.records()] == ["user-2"]
+
+
+def test_in_a_ring_of_mixed_algorithms_each_kid_keeps_its_own(
+    key_store: FileKeyStore, clock: ManualClock
+) -> None:
+    # The operator switched EdDSA -> ES256: both algorithms verify for a
+    # while, but never crosswise.
+    KeyRing.open(key_store, clock=clock)
+    ring = KeyRing.open(key_store, clock=clock, algorithm="ES256")
+    eddsa_key = ring.current
+    ring.rotate()
+    assert ring.algorithms == ["ES256", "EdDSA"]
+    service = TokenService(ring, ISSUER, AUDIENCE, clock=clock)
+
+    header, payload, _ = split(service.issue_access("user-1"))
+    attacker = generate_signing_key("ES256", now=0)
+    forged = sign({**header, "kid": eddsa_key.kid}, payload, attacker.jwk)
+    with pytest.raises(InvalidToken) as caught:
+        service.verify_access(forged)
+    assert reason(caught) == "algorithm not allowed"
