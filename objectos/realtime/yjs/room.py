@@ -36,7 +36,17 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
-from pycrdt import Doc, Text, TransactionEvent, merge_updates
+from pycrdt import (
+    Array,
+    Doc,
+    Map,
+    Text,
+    TransactionEvent,
+    XmlElement,
+    XmlFragment,
+    XmlText,
+    merge_updates,
+)
 
 from objectos.errors import ServiceUnavailable, ValidationError
 
@@ -495,13 +505,38 @@ class DocumentRoom:
                 logger.exception("yjs document %r: a %s listener failed", self.name, event)
 
     def _text(self, doc: Doc, field: str) -> Text:
-        try:
-            return doc.get(field, type=Text)
-        except Exception as exc:
-            raise ValidationError(
-                f"field {field!r} of document {self.name!r} is not a text",
-                details={"doc": self.name, "field": field},
-            ) from exc
+        """The root ``field`` as a Y.Text, refusing roots that clients use as something else.
+
+        Yjs does not transmit a root's type: a root that arrived in an update is
+        untyped until first accessed, and the first access decides. Accessing a
+        ProseMirror ``Y.XmlFragment`` or a ``Y.Map`` as text would make the hub's
+        next edit write characters into it and corrupt it for every client, so an
+        untyped root is probed on a scratch copy first (once per activation).
+        """
+        roots = dict(doc.items())
+        if field in roots:
+            current = roots[field]
+            if current is None:
+                self._refuse_if_not_text(doc, field)
+            elif not isinstance(current, Text):
+                raise self._not_text(field, f"a {type(current).__name__}")
+        return doc.get(field, type=Text)
+
+    def _refuse_if_not_text(self, doc: Doc, field: str) -> None:
+        scratch: Doc[Any] = Doc()
+        scratch.apply_update(doc.get_update())
+        if list(scratch.get(field, type=Map).keys()):
+            raise self._not_text(field, "a Y.Map")
+        shared = (Array, Map, Text, XmlElement, XmlFragment, XmlText)
+        if any(isinstance(chunk, shared) for chunk, _ in scratch.get(field, type=Text).diff()):
+            raise self._not_text(field, "shared types (an XmlFragment or an Array)")
+
+    def _not_text(self, field: str, what: str) -> ValidationError:
+        return ValidationError(
+            f"field {field!r} of document {self.name!r} holds {what}, not text; "
+            "the hub edits Y.Text fields only",
+            details={"doc": self.name, "field": field},
+        )
 
     def _require_doc(self, action: str) -> Doc:
         if self._state is not RoomState.LOADED or self._doc is None:
