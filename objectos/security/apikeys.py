@@ -142,7 +142,7 @@ class ApiKeyService:
     """Creates, verifies and revokes service-account API keys."""
 
     def __init__(self, store: ApiKeyStore | None = None, clock: Clock = time.time) -> None:
-        self._store: ApiKeyStore = store or InMemoryApiKeyStore()
+        self._store: ApiKeyStore = InMemoryApiKeyStore() if store is None else store
         self._clock = clock
 
     async def create(

@@ -152,15 +152,17 @@ class SignInThrottle:
         ``clock`` is wall time (not monotonic) because a shared store compares
         times written by different processes.
         """
+        if ip_max_failures is not None and ip_max_failures < 1:
+            raise ValueError("ip_max_failures must be at least 1")
         if max_failures < 1 or window_s <= 0 or lockout_s <= 0 or max_lockout_s < lockout_s:
             raise ValueError("throttle limits must be positive and max_lockout_s >= lockout_s")
         self._max_failures = max_failures
-        self._ip_max_failures = ip_max_failures or 4 * max_failures
+        self._ip_max_failures = 4 * max_failures if ip_max_failures is None else ip_max_failures
         self._window_s = window_s
         self._lockout_s = lockout_s
         self._max_lockout_s = max_lockout_s
         self._clock = clock
-        self._store: CounterStore = store or InMemoryCounterStore()
+        self._store: CounterStore = InMemoryCounterStore() if store is None else store
 
     async def check(self, account: str, ip: str | None = None) -> None:
         """Raise RateLimitExceeded (``details.retryAfter``, whole seconds) while locked out."""

@@ -173,7 +173,7 @@ class InMemoryRefreshTokenStore:
         """Everything stored (for inspection in tests and notebooks)."""
         return list(self._records.values())
 
-    def _revoke_where(self, matches: Any, at: float) -> int:
+    def _revoke_where(self, matches: Callable[[RefreshTokenRecord], bool], at: float) -> int:
         live = 0
         for token_hash, record in self._records.items():
             if matches(record) and record.revoked_at is None:
@@ -291,7 +291,9 @@ class TokenService:
         self._access_ttl = _seconds(access_ttl)
         self._refresh_ttl = _seconds(refresh_ttl)
         self._clock = clock
-        self._store: RefreshTokenStore = refresh_store or InMemoryRefreshTokenStore()
+        self._store: RefreshTokenStore = (
+            InMemoryRefreshTokenStore() if refresh_store is None else refresh_store
+        )
         self._leeway_s = leeway_s
         if self._access_ttl <= 0 or self._refresh_ttl <= 0:
             raise ConfigError("token lifetimes must be positive")

@@ -214,3 +214,13 @@ def test_the_bucket_map_is_capped(clock: ManualClock) -> None:
     for index in range(500):
         bucket.try_acquire(f"client-{index}")
     assert len(bucket) <= 51
+
+
+async def test_a_shared_store_is_used_even_while_empty(clock: ManualClock) -> None:
+    # Two replicas sharing one store see each other's failures.
+    shared = InMemoryCounterStore()
+    replica_a = SignInThrottle(max_failures=2, lockout_s=60, clock=clock, store=shared)
+    replica_b = SignInThrottle(max_failures=2, lockout_s=60, clock=clock, store=shared)
+    await replica_a.record_failure("ada", None)
+    await replica_b.record_failure("ada", None)
+    assert await retry_after(replica_a, "ada") == 60
