@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from objectos.data.actor import Actor
 from objectos.data.changelog import Change, ChangeLog, Operation
-from objectos.data.filter import ColumnInfo, compile_filter, filter_fields
+from objectos.data.filter import ColumnInfo, compile_filter, filter_fields, normalize_filter
 from objectos.data.hooks import DataHooks, hook_event
 from objectos.data.migrate import MigrationPlan, migrate
 from objectos.data.query import (
@@ -234,7 +234,7 @@ class _Compiled:
                     continue
                 link = registry.summary_link(parent.name, ops.object)
                 relevant = {link} | ({ops.field} if ops.field else set())
-                relevant |= filter_fields(ops.filter) if ops.filter else set()
+                relevant |= filter_fields(normalize_filter(ops.filter)) if ops.filter else set()
                 rollups.append(_Rollup(parent.name, name, ops.object, link, frozenset(relevant)))
         self.plans: dict[str, _ObjectPlan] = {}
         for obj in registry.objects.values():
