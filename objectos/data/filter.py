@@ -31,7 +31,9 @@ ASCII letters only.
 **Array fields** (multiselect, checkboxes, tags, and any field with
 ``multiple=True``) are JSON arrays; ``$eq``/``$contains`` test membership and
 ``$in`` tests "any of", through :class:`json_array_contains`, which compiles to
-``json_each`` on SQLite and ``@>`` on PostgreSQL.
+``json_each`` on SQLite and ``@>`` on PostgreSQL. On JSON columns ``$null``
+(and ``$eq: null``) matches both SQL NULL and the JSON value ``null``
+(:class:`json_is_null`), since ``sa.JSON`` stores Python None as the latter.
 
 Pass ``columns`` holding only the fields the caller may read: every other name is
 then an unknown field, which is how field-level security composes with filters.
@@ -628,12 +630,13 @@ def _like_to_operator(field: str, value: Any) -> tuple[str, Any]:
     return "$contains", core
 
 
-def filter_fields(where: Mapping[str, Any] | None) -> set[str]:
-    """Every field a normalized filter names, including ``$field`` references.
+def filter_fields(where: Any) -> set[str]:
+    """Every field a filter (any accepted syntax) names, including ``$field`` references.
 
     For callers that check field-level access before compiling.
     """
     found: set[str] = set()
+    where = normalize_filter(where)
 
     def walk(node: Mapping[str, Any]) -> None:
         for key, value in node.items():

@@ -247,3 +247,9 @@ def test_structural_errors_name_what_is_wrong(raw: Any, details: dict[str, Any] 
         normalize_filter(raw)
     assert caught.value.details == details
     assert caught.value.code == "invalid_filter" and caught.value.status == 400
+
+
+def test_filter_fields_reads_any_syntax() -> None:
+    assert filter_fields([["a", "=", 1], "or", ["b", "in", [1]]]) == {"a", "b"}
+    assert filter_fields('{"$not": {"c": {"$null": true}}}') == {"c"}
+    assert filter_fields(None) == set()
