@@ -278,6 +278,7 @@ def snapshot_of_objects(
                 collector.fail(where, [_tidy(fe) for fe in exc.field_errors])
                 continue
         body = _object_body(obj)
+        collector.nodes[obj.name] = (where, None)
         collector.add(MetadataItem("object", obj.name, where, body, content_etag(body), obj))
     collector.cross_check()
     _raise_if(collector.errors, collector.bad_files)
