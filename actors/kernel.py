@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -135,6 +136,10 @@ class KernelActor:
 
     # -- queries ---------------------------------------------------------------
 
+    def pid(self) -> int:
+        """The kernel's process id (operators and tests kill it to test recovery)."""
+        return os.getpid()
+
     async def ready(self) -> bool:
         await self._recovered.wait()
         return self.supervisor.ready()
@@ -159,14 +164,20 @@ class KernelActor:
             "services": self.registry.services(),
         }
 
+    # The registry is derived from the supervisor's records on every lookup: a
+    # plugin that started a moment ago (earlier in the same reconcile pass) is
+    # already visible to the dependent that starts right after it.
+
     async def resolve_service(self, service: str) -> str | None:
-        services = self.registry.services()
-        return services.get(service)
+        self._sync_registry()
+        return self.registry.services().get(service)
 
     async def services(self) -> dict[str, str]:
+        self._sync_registry()
         return self.registry.services()
 
     async def hooks_for(self, event: str) -> list[tuple[str, int]]:
+        self._sync_registry()
         return [(pid, prio) for pid, prio in self.registry.hooks_for(event)]
 
     async def installed_version(self, plugin_id: str) -> str | None:

@@ -32,6 +32,9 @@ class ServiceProxy:
             raise AttributeError(method)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if "caller" in kwargs:
+                # The hub says who is calling; a plugin may not claim to be another.
+                raise TypeError("`caller` is filled in by the hub and cannot be passed")
             return await self._directory.call(self._service, method, args, kwargs)
 
         return call

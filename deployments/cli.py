@@ -379,6 +379,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         for error in errors:
             _say(f"  warning: {error}")
         ray.kill(kernel, no_restart=True)
+        _wait_gone(get_kernel)
     try:
         serve.delete(APP_NAME)
     except Exception as exc:  # Serve may not be running
@@ -391,6 +392,16 @@ def cmd_down(args: argparse.Namespace) -> int:
     HubState(hub.dataDir).clear()
     _say("objectos: down")
     return EXIT_OK
+
+
+def _wait_gone(lookup: Any, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            lookup()
+        except ValueError:
+            return
+        time.sleep(0.1)
 
 
 def _forget_kernel_state(hub_id: str) -> None:

@@ -7,6 +7,7 @@ Serve app is deployed once: in HAProxy mode a redeploy waits out a 30 s drain.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -36,6 +37,7 @@ def ray_session() -> Iterator[Any]:
 
     sys.path.insert(0, str(TESTS))
     ray.init(
+        address="local",  # never join a cluster someone else left running
         include_dashboard=False,
         num_cpus=2,
         namespace="objectos",
@@ -102,18 +104,18 @@ def start_hub(ray_session: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     from actors.factory import get_plugin_host
 
     for handle, plugin_ids in kernels:
-        try:
+        with contextlib.suppress(Exception):
             ray.get(handle.shutdown.remote(), timeout=60)
-        except Exception:
-            pass
         ray.kill(handle, no_restart=True)
         for pid in plugin_ids:
             host = get_plugin_host(pid)
             if host is not None:
                 ray.kill(host, no_restart=True)
+    # Forget the checkpoint only once the kernel is dead, or its loop may write
+    # it again and the next test's kernel would inherit this one's history.
+    wait_until(lambda: _kernel_gone(ray), timeout=30)
     for key in (b"kernel:com.test.hub", b"installed:com.test.hub"):
         internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
-    wait_until(lambda: _kernel_gone(ray), timeout=30)
 
 
 def _kernel_gone(ray: Any) -> bool:
