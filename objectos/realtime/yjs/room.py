@@ -10,10 +10,12 @@ Invariants, and why:
 * **Nothing is broadcast or acknowledged before it is durable.** An update is
   applied, the change it really made (the transaction's update, not the bytes the
   client sent) is appended to the store, and only then published and returned.
-  If the append fails the room turns *broken*: it drops its document and refuses
-  everything until it is loaded again, so no peer can ever sync state that the
-  store does not have. The client that sent the update still has it and pushes it
-  again when it re-syncs.
+  Appends are *group-committed*: changes that arrive while a write is in flight
+  go to the store together in the next one, so a document is not capped at one
+  transaction per keystroke. If an append fails the room turns *broken*: it drops
+  its document and refuses everything until it is loaded again, so no peer syncs
+  state the store lacks for longer than that write took. The clients that sent the
+  lost changes still have them and push them again when they re-sync.
 * **A failed load leaves nothing behind.** ``load`` builds a fresh ``Doc`` and only
   installs it once the snapshot and every logged update applied; until then the
   room has no document at all, so it cannot answer a sync with an empty document,
@@ -75,6 +77,19 @@ class RoomUnavailable(ServiceUnavailable):
     """
 
 
+class _QueuedWrite:
+    """One change waiting for the group commit: what to store, what to relay, to whom."""
+
+    __slots__ = ("changed", "done", "durable", "error", "origin")
+
+    def __init__(self, durable: bytes, changed: bytes, origin: str | None) -> None:
+        self.durable = durable
+        self.changed = changed
+        self.origin = origin
+        self.done = False
+        self.error: RoomUnavailable | None = None
+
+
 class RoomState(Enum):
     NEW = "new"  # constructed, or its load failed: no document in memory
     LOADED = "loaded"
@@ -113,9 +128,11 @@ class DocumentRoom:
         self._doc: Doc | None = None
         self._subscription: Any = None
         self._client_id = 0
-        # One writer at a time: an apply must not interleave with a compaction (which
-        # snapshots up to the last seq it knows) or with another apply's append.
-        self._write_lock = asyncio.Lock()
+        # Changes are applied in memory at once (no await) and queued; whoever holds
+        # the flush lock writes the whole queue in one append. Load, compaction and
+        # close take the same lock so they never interleave with a write.
+        self._flush_lock = asyncio.Lock()
+        self._queue: list[_QueuedWrite] = []
         self._txn_updates: list[bytes] = []
         self._pending: list[tuple[bytes, UpdateInfo]] = []
         self._last_seq = 0
@@ -176,7 +193,7 @@ class DocumentRoom:
         fails the load rather than being skipped: skipping would silently lose it
         at the next snapshot.
         """
-        async with self._write_lock:
+        async with self._flush_lock:
             if self._state is RoomState.CLOSED:
                 raise self._unavailable("load")
             if self._state is RoomState.LOADED:
@@ -223,7 +240,9 @@ class DocumentRoom:
 
         Atomic in the store; a failure leaves the log as it was (and is raised).
         """
-        async with self._write_lock:
+        async with self._flush_lock:
+            self._require_doc("compact")
+            await self._flush_queue()
             doc = self._require_doc("compact")
             await self._compact(doc)
 
@@ -233,10 +252,11 @@ class DocumentRoom:
         Every accepted update is already durable, so even a failed final
         compaction loses nothing; its error is raised after the room is closed.
         """
-        async with self._write_lock:
+        async with self._flush_lock:
             if self._state is RoomState.CLOSED:
                 return
             try:
+                await self._flush_queue()
                 if self._doc is not None and self._state is RoomState.LOADED:
                     await self._compact(self._doc)
             finally:
@@ -272,36 +292,34 @@ class DocumentRoom:
         :class:`RoomUnavailable` when the room cannot take writes.
         """
         info = inspect_update(update)
-        async with self._write_lock:
-            doc = self._require_doc("apply an update")
-            self._touch()
-            if info.is_empty:
-                return b""
-            self._txn_updates.clear()
-            failure: Exception | None = None
-            try:
-                doc.apply_update(bytes(update))
-            except Exception as exc:  # Yrs rejected what the V1 parser accepted
-                failure = InvalidUpdate(
-                    f"the update could not be applied: {exc}", details={"format": "rejected"}
-                )
-            changed = self._take_txn_update()
-            vector = decode_state_vector(doc.get_state())
-            went_pending = failure is None and not info.covered_by(vector)
-            # Pending structs are not in the transaction's update: persist the raw
-            # bytes then, or a restart before their dependencies arrive loses them.
-            durable = bytes(update) if went_pending else changed
-            if durable:
-                await self._append(durable)
-            self._pending = [(b, i) for b, i in self._pending if not i.covered_by(vector)]
-            if went_pending:
-                self._pending.append((bytes(update), info))
-            if changed:
-                await self._publish(SYNC_UPDATE, changed, origin)
-            await self._maybe_compact(doc)
-            if failure is not None:
-                raise failure
-            return changed
+        doc = self._require_doc("apply an update")
+        self._touch()
+        if info.is_empty:
+            return b""
+        # From here to the enqueue there is no await: the apply and the bookkeeping
+        # of what it changed are atomic with respect to every other coroutine.
+        self._txn_updates.clear()
+        failure: Exception | None = None
+        try:
+            doc.apply_update(bytes(update))
+        except Exception as exc:  # Yrs rejected what the V1 parser accepted
+            failure = InvalidUpdate(
+                f"the update could not be applied: {exc}", details={"format": "rejected"}
+            )
+        changed = self._take_txn_update()
+        vector = decode_state_vector(doc.get_state())
+        went_pending = failure is None and not info.covered_by(vector)
+        self._pending = [(b, i) for b, i in self._pending if not i.covered_by(vector)]
+        if went_pending:
+            self._pending.append((bytes(update), info))
+        # Pending structs are not in the transaction's update: persist the raw
+        # bytes then, or a restart before their dependencies arrive loses them.
+        durable = bytes(update) if went_pending else changed
+        if durable:
+            await self._commit(_QueuedWrite(durable, changed, origin))
+        if failure is not None:
+            raise failure
+        return changed
 
     # ------------------------------------------------------------------ hub edits
 
@@ -444,39 +462,70 @@ class DocumentRoom:
         return updates[0] if len(updates) == 1 else merge_updates(*updates)
 
     async def _edit(self, field: str, edit: Callable[[Text], None], origin: str | None) -> bytes:
-        async with self._write_lock:
-            doc = self._require_doc("edit")
-            self._touch()
-            target = self._text(doc, field)
-            self._txn_updates.clear()
-            with doc.transaction():
-                edit(target)
-            changed = self._take_txn_update()
-            if changed:
-                await self._append(changed)
-                await self._publish(SYNC_UPDATE, changed, origin)
-                await self._maybe_compact(doc)
-            return changed
+        doc = self._require_doc("edit")
+        self._touch()
+        target = self._text(doc, field)
+        self._txn_updates.clear()
+        with doc.transaction():
+            edit(target)
+        changed = self._take_txn_update()
+        if changed:
+            await self._commit(_QueuedWrite(changed, changed, origin))
+        return changed
 
-    async def _append(self, update: bytes) -> None:
+    async def _commit(self, write: _QueuedWrite) -> None:
+        """Queue ``write`` and return once it is durable and published (group commit)."""
+        self._queue.append(write)
+        while not write.done:
+            async with self._flush_lock:
+                if write.done:
+                    break
+                if self._state is not RoomState.LOADED:
+                    # Closed (or broken) while this write waited: the doc it changed
+                    # is gone, and appending now could land behind a newer activation.
+                    error = self._unavailable("persist an update")
+                    for queued in self._queue:
+                        queued.done, queued.error = True, error
+                    self._queue = []
+                    break
+                await self._flush_queue()
+        if write.error is not None:
+            raise write.error
+
+    async def _flush_queue(self) -> None:
+        """Append everything queued in one store write, then publish it in order."""
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
         try:
-            seq = await self._store.append(update)
+            seqs = await self._store.append_many([write.durable for write in batch])
         except BaseException as exc:
-            # The doc now holds a change the store may not have (a cancellation
+            # The doc now holds changes the store may not have (a cancellation
             # leaves it unknown). Drop the doc so nobody syncs non-durable state.
             self._state = RoomState.BROKEN
             self._uninstall()
             self._pending = []
             logger.error("yjs document %r: append failed, room broken: %r", self.name, exc)
-            if isinstance(exc, Exception):
-                raise RoomUnavailable(
-                    f"document {self.name!r} could not persist an update ({exc}); "
+            for write in batch + self._queue:
+                write.done = True
+                write.error = RoomUnavailable(
+                    f"document {self.name!r} could not persist an update ({exc!r}); "
                     "it must be loaded again",
                     details={"doc": self.name, "state": "broken"},
-                ) from exc
-            raise
-        self._last_seq = max(self._last_seq, seq)
-        self._log_length += 1
+                )
+            self._queue = []
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._last_seq = max(self._last_seq, *seqs)
+        self._log_length += len(batch)
+        for write in batch:
+            if write.changed:
+                await self._publish(SYNC_UPDATE, write.changed, write.origin)
+            write.done = True
+        if not self._queue and self._doc is not None:
+            # Only between batches: a snapshot then covers exactly the durable log.
+            await self._maybe_compact(self._doc)
 
     async def _maybe_compact(self, doc: Doc) -> None:
         if not self._compact_every or self._log_length < self._compact_every:

@@ -13,7 +13,7 @@ two writers would each compact away the other's log entries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
@@ -47,6 +47,14 @@ class UpdateStore(Protocol):
         """Durably append one update; return its sequence number (strictly increasing)."""
         ...
 
+    async def append_many(self, updates: Sequence[bytes]) -> list[int]:
+        """Durably append several updates in one write (all or none); their seqs, in order.
+
+        The room's group commit: one fsync for every update that arrived while the
+        previous write was in flight.
+        """
+        ...
+
     async def compact(self, snapshot: bytes, up_to_seq: int) -> None:
         """Atomically store ``snapshot`` and delete the updates with ``seq <= up_to_seq``.
 
@@ -72,10 +80,13 @@ class MemoryUpdateStore:
         return StoredDocument(self.snapshot, [u for _, u in self.updates], last)
 
     async def append(self, update: bytes) -> int:
-        seq = self._next_seq
-        self._next_seq += 1
-        self.updates.append((seq, bytes(update)))
-        return seq
+        return (await self.append_many([update]))[0]
+
+    async def append_many(self, updates: Sequence[bytes]) -> list[int]:
+        seqs = list(range(self._next_seq, self._next_seq + len(updates)))
+        self._next_seq += len(updates)
+        self.updates.extend(zip(seqs, (bytes(u) for u in updates), strict=True))
+        return seqs
 
     async def compact(self, snapshot: bytes, up_to_seq: int) -> None:
         # No await between the two assignments: nothing can observe a half-done compaction.
@@ -169,13 +180,20 @@ class SQLUpdateStore:
         return StoredDocument(snapshot, [bytes(r[1]) for r in rows], last)
 
     async def append(self, update: bytes) -> int:
+        return (await self.append_many([update]))[0]
+
+    async def append_many(self, updates: Sequence[bytes]) -> list[int]:
+        if not updates:
+            return []
+        now = self._now()
         async with self.engine.begin() as conn:
+            # One statement, one transaction: SQLAlchemy's "insertmanyvalues" batches
+            # the rows and keeps RETURNING in parameter order on SQLite and asyncpg.
             result = await conn.execute(
-                sa.insert(yjs_updates)
-                .values(doc=self.doc, update=bytes(update), created_at=self._now())
-                .returning(yjs_updates.c.seq)
+                sa.insert(yjs_updates).returning(yjs_updates.c.seq, sort_by_parameter_order=True),
+                [{"doc": self.doc, "update": bytes(u), "created_at": now} for u in updates],
             )
-            return int(result.scalar_one())
+            return [int(seq) for seq in result.scalars()]
 
     async def compact(self, snapshot: bytes, up_to_seq: int) -> None:
         async with self.engine.begin() as conn:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pycrdt
 import pytest
-from yjs_doubles import FaultyStore, StoreDown
+from yjs_doubles import FaultyStore, SlowStore, StoreDown
 
 from objectos.errors import ValidationError
 from objectos.realtime.yjs import (
@@ -453,3 +454,62 @@ async def test_close_compacts_and_the_room_refuses_afterwards() -> None:
     with pytest.raises(RoomUnavailable):
         await room.load()
     assert await room.leave("anyone") == b""  # leaving never fails
+
+
+# ---------------------------------------------------------------- group commit
+
+
+async def test_concurrent_writers_share_store_writes_and_each_waits_for_its_own() -> None:
+    store = SlowStore(delay=0.02)
+    room = await loaded_room(store)
+    published: list[bytes] = []
+
+    async def listener(event: str, payload: bytes, origin: str | None) -> None:
+        published.append(payload)
+
+    await room.subscribe(listener)
+    peers = [Peer(100 + i) for i in range(20)]
+    updates = [p.edit(lambda t, i=i: t.insert(0, f"<{i}>")) for i, p in enumerate(peers)]
+
+    async def write(update: bytes) -> None:
+        relay = await room.apply_update(update)
+        # Acknowledged only once the change is in the store (and relayed).
+        assert any(stored == relay for _, stored in store.updates)
+        assert relay in published
+
+    await asyncio.gather(*(write(u) for u in updates))
+
+    assert store.appends == 20
+    assert store.batches < 20  # one write per batch, not per keystroke
+    assert all(f"<{i}>" in room.read_text("content") for i in range(20))
+    assert (await loaded_room(store)).read_text("content") == room.read_text("content")
+
+
+async def test_a_failed_batch_fails_every_writer_in_it_and_leaks_nothing() -> None:
+    store = SlowStore(delay=0.02)
+    room = await loaded_room(store)
+    published: list[bytes] = []
+
+    async def listener(event: str, payload: bytes, origin: str | None) -> None:
+        published.append(payload)
+
+    await room.subscribe(listener)
+    store.fail_append = True
+    updates = [Peer(200 + i).edit(lambda t, i=i: t.insert(0, str(i))) for i in range(5)]
+    results = await asyncio.gather(*(room.apply_update(u) for u in updates), return_exceptions=True)
+    assert all(isinstance(r, RoomUnavailable) for r in results)
+    assert published == [] and store.updates == []
+    assert room.state is RoomState.BROKEN
+
+
+async def test_a_write_that_waited_through_close_is_refused_not_appended_late() -> None:
+    store = SlowStore(delay=0.02)
+    room = await loaded_room(store)
+    await room.apply_update(Peer(1).edit(lambda t: t.insert(0, "kept")))
+    closing = asyncio.create_task(room.close())
+    await asyncio.sleep(0)  # close holds the flush lock, compacting
+    with pytest.raises(RoomUnavailable, match="closed"):
+        await room.apply_update(Peer(2).edit(lambda t: t.insert(0, "late")))
+    await closing
+    assert store.snapshot is not None and text_of(store.snapshot) == "kept"
+    assert store.updates == []

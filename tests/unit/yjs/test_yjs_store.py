@@ -79,6 +79,17 @@ async def test_appends_come_back_in_order_with_increasing_seqs(stores: StoreFact
     assert loaded.last_seq == seqs[-1]
 
 
+async def test_append_many_is_one_ordered_write(stores: StoreFactory) -> None:
+    store = stores("test-many")
+    first = await store.append(b"first")
+    seqs = await store.append_many([b"a", b"b", b"c"])
+    assert seqs == sorted(seqs) and seqs[0] > first and len(set(seqs)) == 3
+    assert await store.append_many([]) == []
+    loaded = await store.load()
+    assert loaded.updates == [b"first", b"a", b"b", b"c"]
+    assert loaded.last_seq == seqs[-1]
+
+
 async def test_documents_do_not_see_each_other(stores: StoreFactory) -> None:
     await stores("test-a").append(b"a")
     await stores("test-b").append(b"b")

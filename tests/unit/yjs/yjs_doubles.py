@@ -6,6 +6,9 @@ one operation fail the way a database or a crash would; nothing else is faked.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from objectos.realtime.yjs import MemoryUpdateStore, StoredDocument
 
 
@@ -26,7 +29,8 @@ class FaultyStore(MemoryUpdateStore):
         self.fail_load = False
         self.fail_append = False
         self.crash_after_snapshot = False
-        self.appends = 0
+        self.appends = 0  # updates appended
+        self.batches = 0  # store writes (group commits)
         self.compactions = 0
 
     async def load(self) -> StoredDocument:
@@ -34,11 +38,12 @@ class FaultyStore(MemoryUpdateStore):
             raise StoreDown("database unreachable (load)")
         return await super().load()
 
-    async def append(self, update: bytes) -> int:
+    async def append_many(self, updates: Sequence[bytes]) -> list[int]:
         if self.fail_append:
             raise StoreDown("database unreachable (append)")
-        self.appends += 1
-        return await super().append(update)
+        self.appends += len(updates)
+        self.batches += 1
+        return await super().append_many(updates)
 
     async def compact(self, snapshot: bytes, up_to_seq: int) -> None:
         if self.crash_after_snapshot:
@@ -46,3 +51,15 @@ class FaultyStore(MemoryUpdateStore):
             raise StoreDown("crashed after writing the snapshot, before deleting the log")
         self.compactions += 1
         await super().compact(snapshot, up_to_seq)
+
+
+class SlowStore(FaultyStore):
+    """Every write takes ``delay`` seconds, so concurrent writers pile up behind it."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def append_many(self, updates: Sequence[bytes]) -> list[int]:
+        await asyncio.sleep(self.delay)
+        return await super().append_many(updates)
