@@ -1,18 +1,24 @@
 """The plugin API: what a plugin author subclasses and what the hub hands it.
 
-A plugin is a class with a :class:`PluginManifest` and async lifecycle hooks::
+A plugin is a class with a :class:`PluginManifest` and async lifecycle hooks;
+what it offers other plugins is a separate service object (only its public
+methods are callable from outside, never the plugin's lifecycle)::
+
+    class GreeterService:
+        def __init__(self, context: PluginContext) -> None:
+            self.context = context
+
+        async def greet(self, name: str) -> str:
+            count = (await self.context.storage.get("count", 0)) + 1
+            await self.context.storage.set("count", count)
+            return f"hello {name} (#{count})"
 
     class Greeter(Plugin):
         manifest = PluginManifest(id="com.example.greeter", version="1.0.0",
                                   dependencies={"com.objectos.storage": "^0.1.0"})
 
         async def on_load(self) -> None:
-            self.context.register_service("greeter", self)
-
-        async def greet(self, name: str) -> str:
-            count = (await self.context.storage.get("count", 0)) + 1
-            await self.context.storage.set("count", count)
-            return f"hello {name} (#{count})"
+            self.context.register_service("greeter", GreeterService(self.context))
 
 The hub runs each plugin in its own plugin host actor. Everything a plugin
 reaches outside itself goes through its :class:`PluginContext`: scoped storage,
