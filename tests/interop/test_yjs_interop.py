@@ -148,3 +148,43 @@ async def test_stock_clients_python_client_and_hub_converge(
     reloaded = await interop_hub.rooms.get(DOC)
     assert reloaded.read_text(FIELD) == python_text
     print(f"converged text ({len(python_text)} chars): {python_text}")
+
+
+async def test_stock_clients_with_read_access_get_error_events_and_change_nothing(
+    interop_hub: InteropHub, node_modules: Path
+) -> None:
+    room = await interop_hub.rooms.get(DOC)
+    await room.write_text(FIELD, "read me, do not edit me")
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "yjs_clients.mjs",
+        interop_hub.url,
+        "--doc",
+        DOC,
+        "--field",
+        FIELD,
+        "--token",
+        "reader-token",
+        "--edits",
+        "2",
+        "--timeout",
+        "1500",  # they cannot converge: the server relays none of their edits
+        cwd=INTEROP_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert node.stdout is not None
+    events = await asyncio.wait_for(read_events(node.stdout), 30)
+    await asyncio.wait_for(node.wait(), 30)
+
+    assert events[0]["event"] == "synced"  # readers connect and sync normally
+    errors = [e["payload"] for e in events if e["event"] == "server-error"]
+    assert errors and all(e["code"] == "permission_denied" for e in errors)
+    assert {e["event"] for e in errors} == {"sync-update"}
+    result = events[-1]
+    assert result["event"] == "result" and not result["ok"]  # ran to the end, no crash
+    # They did receive the document (the provider's "synced" fires when it answers the
+    # server's sync-step-1, possibly before the server's content arrives, so their
+    # local edits may sit on either side of it).
+    assert "read me, do not edit me" in result["a"]
+    assert room.read_text(FIELD) == "read me, do not edit me"

@@ -122,6 +122,11 @@ class YSocketIOClient:
         await self.disconnect()
 
     @property
+    def socket(self) -> socketio.AsyncClient:
+        """The underlying Socket.IO client (as ``SocketIOProvider.socket`` in JavaScript)."""
+        return self._sio
+
+    @property
     def synced(self) -> bool:
         return self._synced.is_set() and self._received.is_set()
 
