@@ -78,6 +78,7 @@ from objectos.errors import (
     MissingRequiredField,
     ObjectOSError,
     RecordNotFound,
+    ServiceUnavailable,
     ValidationError,
 )
 from objectos.metadata.registry import MetadataRegistry
@@ -397,11 +398,17 @@ class DataEngine:
 
     @asynccontextmanager
     async def _transaction(self, actor: Actor) -> AsyncIterator[_Tx]:
-        async with self._write_engine.begin() as conn:
-            tx = _Tx(conn, actor, self._now())
-            yield tx
-            await self._flush_rollups(tx)
-            await self.change_log.append(conn, tx.changes, at=tx.now)
+        try:
+            async with self._write_engine.begin() as conn:
+                tx = _Tx(conn, actor, self._now())
+                yield tx
+                await self._flush_rollups(tx)
+                await self.change_log.append(conn, tx.changes, at=tx.now)
+        except sa.exc.DBAPIError as exc:
+            mapped = _contention_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -834,8 +841,8 @@ class DataEngine:
                 0 if ops is not None and ops.function in ("count", "sum") else None
             )
         record.update(plan.rules.compute_formulas(record, tx.now))
+        await self._claim_parents(tx, plan, record, None)
         await self._execute_write(tx, plan, plan.table.insert().values(**record))
-        self._mark_parents(tx, plan, record, None)
         result = self._to_json(plan, record)
         changed = [k for k, v in record.items() if v is not None and k in plan.obj.fields]
         self._log(tx, plan, record_id, "create", 1, changed, result)
@@ -908,7 +915,7 @@ class DataEngine:
         self, plan: _ObjectPlan, record_id: str, scope: Scope | None
     ) -> dict[str, Any]:
         async with self._engine.connect() as conn:
-            row = await self._load(conn, plan, record_id, scope, lock=False)
+            row = await self._load(conn, plan, record_id, scope, lock=None)
         return self._to_json(plan, row)
 
     async def _load(
@@ -918,14 +925,16 @@ class DataEngine:
         record_id: str,
         scope: Scope | None,
         *,
-        lock: bool,
+        lock: Literal["update", "delete"] | None,
     ) -> Row:
         query = sa.select(plan.table).where(plan.table.c.id == record_id)
         condition = self._condition(scope, plan)
         if condition is not None:
             query = query.where(condition)
-        if lock:
-            query = query.with_for_update()
+        if lock is not None:
+            # An update never changes the id: FOR NO KEY UPDATE lets children keep
+            # inserting (their foreign key check only takes KEY SHARE).
+            query = query.with_for_update(key_share=lock == "update")
         row = (await conn.execute(query)).first()
         if row is None:
             raise RecordNotFound(
@@ -957,7 +966,7 @@ class DataEngine:
         expected_version: int | None,
         scope: Scope | None,
     ) -> dict[str, Any]:
-        current = await self._load(tx.conn, plan, record_id, scope, lock=True)
+        current = await self._load(tx.conn, plan, record_id, scope, lock="update")
         self._check_version(plan, current, expected_version)
         errors: list[FieldError] = []
         values = self._coerce_doc(plan, doc, errors)
@@ -1002,13 +1011,13 @@ class DataEngine:
             .where(t.c.id == current["id"], t.c.version == current["version"])
             .values(**assignments)
         )
+        await self._claim_parents(tx, plan, record, current, changed)
         result = await self._execute_write(tx, plan, stmt)
         if result.rowcount != 1:
             raise ConcurrentModification(
                 f"{plan.obj.name} record {current['id']!r} changed while it was being updated",
                 details={"object": plan.obj.name, "id": current["id"]},
             )
-        self._mark_parents(tx, plan, record, current, changed)
         snapshot = self._to_json(plan, record)
         self._log(tx, plan, record["id"], "update", record["version"], sorted(changed), snapshot)
         return snapshot
@@ -1073,7 +1082,7 @@ class DataEngine:
         expected_version: int | None,
         scope: Scope | None,
     ) -> dict[str, Any]:
-        current = await self._load(tx.conn, plan, record_id, scope, lock=True)
+        current = await self._load(tx.conn, plan, record_id, scope, lock="delete")
         self._check_version(plan, current, expected_version)
         return await self._delete_row(tx, plan, current)
 
@@ -1082,6 +1091,7 @@ class DataEngine:
         if key in tx.deleting:
             return self._to_json(plan, current)
         tx.deleting.add(key)
+        await self._claim_parents(tx, plan, None, current)
         relations = [r for r in self.registry.children_of(plan.obj.name) if not r.multiple]
         for relation in relations:
             if relation.on_delete != "restrict":
@@ -1123,7 +1133,6 @@ class DataEngine:
                     await self._system_update(tx, child, row, {relation.field: None})
         t = plan.table
         await tx.conn.execute(t.delete().where(t.c.id == current["id"]))
-        self._mark_parents(tx, plan, None, current)
         snapshot = self._to_json(plan, current)
         self._log(tx, plan, current["id"], "delete", current["version"], [], snapshot)
         self._after_event(
@@ -1133,7 +1142,7 @@ class DataEngine:
 
     # -- roll-ups ---------------------------------------------------------------------------
 
-    def _mark_parents(
+    async def _claim_parents(
         self,
         tx: _Tx,
         plan: _ObjectPlan,
@@ -1141,12 +1150,31 @@ class DataEngine:
         previous: Row | None,
         changed: set[str] | None = None,
     ) -> None:
+        """Mark the summary parents of a child write for recompute, and lock them first.
+
+        On PostgreSQL the parents are locked *before* the child is written:
+        otherwise two transactions adding children to one parent each hold a
+        KEY SHARE lock from their foreign key check and then deadlock when
+        both want to update the parent's summary.
+        """
+        claimed: dict[str, set[str]] = {}
         for rollup in plan.feeds:
             if changed is not None and not rollup.relevant & changed:
                 continue
             for row in (record, previous):
-                if row is not None and row.get(rollup.link) is not None:
-                    tx.dirty.setdefault(rollup.parent, set()).add(row[rollup.link])
+                parent_id = row.get(rollup.link) if row is not None else None
+                if parent_id is not None and (rollup.parent, parent_id) not in tx.deleting:
+                    claimed.setdefault(rollup.parent, set()).add(parent_id)
+        for parent_name, ids in sorted(claimed.items()):
+            tx.dirty.setdefault(parent_name, set()).update(ids)
+            if tx.conn.dialect.name == "postgresql":
+                table = self._plan(parent_name).table
+                await tx.conn.execute(
+                    sa.select(table.c.id)
+                    .where(table.c.id.in_(sorted(ids)))
+                    .order_by(table.c.id)
+                    .with_for_update(key_share=True)
+                )
 
     async def _flush_rollups(self, tx: _Tx) -> None:
         while tx.dirty:
@@ -1178,7 +1206,12 @@ class DataEngine:
                 if raw is None and ops.function in ("count", "sum"):
                     raw = 0
                 values[parent_id][rollup.field] = _stored(target_column, raw)
-        query = sa.select(plan.table).where(plan.table.c.id.in_(ids)).with_for_update()
+        query = (
+            sa.select(plan.table)
+            .where(plan.table.c.id.in_(ids))
+            .order_by(plan.table.c.id)
+            .with_for_update(key_share=True)
+        )
         for row in (await tx.conn.execute(query)).all():
             current = dict(row._mapping)
             await self._system_update(tx, plan, current, values[current["id"]])
@@ -1304,7 +1337,7 @@ class DataEngine:
     async def _exists(self, plan: _ObjectPlan, record_id: str, scope: Scope | None) -> bool:
         try:
             async with self._engine.connect() as conn:
-                await self._load(conn, plan, record_id, scope, lock=False)
+                await self._load(conn, plan, record_id, scope, lock=None)
         except RecordNotFound:
             return False
         return True
@@ -1327,7 +1360,7 @@ class DataEngine:
         if op.operation == "create" or (op.operation == "upsert" and "id" in doc):
             if op.operation == "upsert":
                 try:
-                    await self._load(tx.conn, plan, str(doc["id"]), scope, lock=True)
+                    await self._load(tx.conn, plan, str(doc["id"]), scope, lock="update")
                 except RecordNotFound:
                     record = await self._insert_in(tx, plan, doc, scope)
                     return BatchResult(index, op.operation, "applied", record["id"], record)
@@ -1350,6 +1383,22 @@ def _stored(column: sa.Column[Any], value: Any) -> Any:
     if isinstance(column_type, sa.Integer):
         return int(value)
     return value
+
+
+def _contention_error(exc: sa.exc.DBAPIError) -> ObjectOSError | None:
+    """A database conflict as the protocol error a client can retry on (None: not one)."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if state in ("40P01", "40001"):  # deadlock detected, serialization failure
+        return ConcurrentModification(
+            "the write collided with a concurrent one and was rolled back; retry it",
+            details={"reason": "deadlock" if state == "40P01" else "serialization"},
+        )
+    if "database is locked" in str(exc.orig):  # SQLite's busy timeout ran out
+        return ServiceUnavailable(
+            "the database stayed locked by other writers; retry later",
+            details={"reason": "database is locked"},
+        )
+    return None
 
 
 def _dedupe(errors: list[FieldError]) -> list[FieldError]:

@@ -224,3 +224,22 @@ async def test_recompute_applies_a_changed_formula_to_stored_records(
     assert (await data_v2.find_one("opportunity", deal["id"], actor=ALICE))[
         "expected_revenue"
     ] == 25
+
+
+async def test_concurrent_children_of_one_parent_roll_up_correctly(data: DataEngine) -> None:
+    deal = await new_deal(data)
+
+    await asyncio.gather(
+        *(
+            data.insert(
+                "opportunity_line_item",
+                {"opportunity": deal["id"], "product": f"P{i}", "quantity": 1, "unit_price": i},
+                actor=ALICE,
+            )
+            for i in range(1, 11)
+        )
+    )
+
+    rolled = await data.find_one("opportunity", deal["id"], actor=ALICE)
+    assert (rolled["line_item_count"], rolled["line_item_total"]) == (10, 55)
+    assert rolled["version"] == 11
