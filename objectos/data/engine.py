@@ -665,10 +665,14 @@ class DataEngine:
         values: dict[str, Any] = {}
         for name, raw in doc.items():
             fld = plan.obj.fields.get(name)
-            if fld is None:
-                if name in ("id", "owner"):
+            if name in ("id", "owner"):
+                # Only reachable for values _client_fields allowed, or a hook added.
+                if valid_id(raw) if name == "id" else raw is None or isinstance(raw, str):
                     values[name] = raw
-                    continue
+                else:
+                    errors.append(FieldError(name, "invalid_field", f"invalid {name} {raw!r}"))
+                continue
+            if fld is None:
                 errors.append(
                     FieldError(name, "invalid_field", f"{plan.obj.name} has no field {name!r}")
                 )
@@ -682,7 +686,9 @@ class DataEngine:
                 errors.append(FieldError(name, exc.code, f"{name} {exc.message}"))
         return values
 
-    def _defaults(self, plan: _ObjectPlan, given: Mapping[str, Any]) -> dict[str, Any]:
+    def _defaults(
+        self, plan: _ObjectPlan, given: Mapping[str, Any], errors: list[FieldError]
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, fld in plan.obj.fields.items():
             if name in given or fld.computed:
@@ -697,7 +703,10 @@ class DataEngine:
                         else chosen[0]
                     )
             if default is not None:
-                values[name] = coerce(fld, default)
+                try:
+                    values[name] = coerce(fld, default)
+                except InvalidValue as exc:
+                    errors.append(FieldError(name, exc.code, f"default of {name} {exc.message}"))
         return values
 
     # -- write-time checks ------------------------------------------------------------------
@@ -811,7 +820,7 @@ class DataEngine:
     ) -> dict[str, Any]:
         errors: list[FieldError] = []
         values = self._coerce_doc(plan, doc, errors)
-        values = {**self._defaults(plan, values), **values}
+        values = {**self._defaults(plan, values, errors), **values}
         record: Row = {name: values.get(name) for name in plan.obj.fields}
         record_id = values.get("id") or new_id()
         record.update(
