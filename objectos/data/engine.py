@@ -4,8 +4,9 @@ One engine serves every object of a :class:`~objectos.metadata.MetadataRegistry`
 
     engine = DataEngine(create_engine(url), registry)
     await engine.migrate()
-    case = await engine.insert("case", {"subject": "Printer on fire"}, actor=Actor.user("u1"))
-    page = await engine.find("case", parse_list_params({"status": "new"}), actor=actor)
+    alice = Actor.user("alice", roles=["support"])
+    case = await engine.insert("case", {"subject": "Printer on fire"}, actor=alice)
+    page = await engine.find("case", parse_list_params({"status": "new"}), actor=alice)
 
 **Writes** run in one transaction each (``batch`` with ``all_or_none`` runs
 all its operations in one): client input is checked (unknown, system,
@@ -22,7 +23,9 @@ transaction, all written to the change log with one server version each.
 ``expected_version`` gives optimistic concurrency
 (:class:`~objectos.errors.ConcurrentModification`); ``version`` grows by one
 on every change. An update that changes nothing is a no-op (no new version,
-no log entry).
+no log entry). A PostgreSQL deadlock also surfaces as ConcurrentModification
+and a SQLite database locked past its busy timeout as ServiceUnavailable:
+both are safe to retry, nothing of the write was applied.
 
 **Reads** use the query compiler (:mod:`objectos.data.query`); lookups named
 in ``expand`` are fetched with one ``IN`` query per field and level, never one
