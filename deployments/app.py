@@ -28,4 +28,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     payload = hub.model_dump()
     get_or_create_kernel(payload)
     replicas = int(args.get("replicas") or hub.serve.replicas)
-    return APIGateway.options(num_replicas=replicas).bind(payload)
+    app: Application = APIGateway.options(num_replicas=replicas).bind(payload)  # type: ignore[attr-defined]
+    return app

@@ -19,6 +19,7 @@ unknown plugin, dependency cycle) — nothing was started, 3 no hub found.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -35,9 +36,24 @@ from objectos.kernel.loader import CheckedHub, check_hub, load_hub
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_NO_HUB = 0, 1, 2, 3
 APP_NAME = "objectos"
 
-# Serve's HAProxy ingress is ~9x faster than the Python proxy on the 2-core
-# reference machine (ARCHITECTURE.md); it must be enabled before Ray starts.
-HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+def haproxy_env() -> dict[str, str]:
+    """Environment that turns on Serve's HAProxy ingress; it must be set before Ray starts.
+
+    The ingress is ~9x faster than Serve's Python proxy on the 2-core reference
+    machine (ARCHITECTURE.md). Its stats and metrics listeners default to fixed
+    ports (8404, 9101); free ones let several hubs share a machine.
+    """
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_STATS_PORT": os.environ.get(
+            "RAY_SERVE_HAPROXY_STATS_PORT", str(free_port())
+        ),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": os.environ.get(
+            "RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port())
+        ),
+    }
 
 
 def _say(message: str) -> None:
@@ -89,14 +105,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def start_local_ray(data_dir: str, num_cpus: int | None) -> dict[str, Any]:
+def start_local_ray(data_dir: str, num_cpus: int | None, haproxy: bool = True) -> dict[str, Any]:
     """Start a Ray head on a free port that lives until ``objectos down``."""
     port = free_port()
     log = Path(data_dir) / "ray-head.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    ray_bin = Path(sys.executable).with_name("ray")
     cmd = [
-        str(ray_bin) if ray_bin.exists() else "ray",
+        _ray_bin(),
         "start",
         "--head",
         "--block",
@@ -107,7 +122,7 @@ def start_local_ray(data_dir: str, num_cpus: int | None) -> dict[str, Any]:
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, **HAPROXY_ENV}
+    env = {**os.environ, **haproxy_env()} if haproxy else dict(os.environ)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -135,6 +150,50 @@ def stop_local_ray(pid: int, timeout_s: float = 45.0) -> None:
         time.sleep(0.2)
     if _pid_alive(pid):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _ray_bin() -> str:
+    ray_bin = Path(sys.executable).with_name("ray")
+    return str(ray_bin) if ray_bin.exists() else "ray"
+
+
+def ensure_token_auth() -> None:
+    """Use Ray's token auth on both ends (Ray 2.60 enables it for new clusters).
+
+    A driver joining an existing cluster only sends the token when
+    RAY_AUTH_MODE=token, so set it (unless the operator chose otherwise) and
+    make sure ~/.ray/auth_token exists before the head starts.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN") and not (Path.home() / ".ray" / "auth_token").exists():
+        subprocess.run(
+            [_ray_bin(), "get-auth-token", "--generate"], check=True, capture_output=True
+        )
+
+
+def stop_haproxy(node_ids: list[str]) -> int:
+    """Stop the HAProxy ingress processes of the given Ray nodes.
+
+    Serve runs HAProxy as a child of an actor; when the whole local Ray goes
+    away the binary outlives it (reparented to init) and keeps the HTTP port.
+    Its config lives under ``/tmp/haproxy-serve/<node id>/``, which is how we
+    recognise ours and no other hub's.
+    """
+    stopped = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "haproxy" in cmdline and any(f"haproxy-serve/{n}" in cmdline for n in node_ids):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                stopped += 1
+    return stopped
 
 
 def connect(address: str) -> None:
@@ -201,6 +260,16 @@ def _wait_http(url: str, timeout_s: float) -> int:
     return status
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
@@ -214,36 +283,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     state_file = HubState(hub.dataDir)
     state = state_file.read() or {}
     address = args.address
+    reusing = bool(state.get("startedRay") and _pid_alive(int(state.get("rayPid", 0))))
+    if not reusing and not _port_free(host, port):
+        print(f"error: {host}:{port} is already in use (choose --port)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    started_ray = False
     if address is None:
-        if state.get("startedRay") and _pid_alive(int(state.get("rayPid", 0))):
+        if reusing:
             address = state["address"]
             _say(f"objectos: reusing local Ray at {address}")
         else:
             _say("objectos: starting local Ray ...")
-            state = start_local_ray(hub.dataDir, args.num_cpus)
+            state = start_local_ray(hub.dataDir, args.num_cpus, hub.serve.haproxy)
+            started_ray = True
             address = state["address"]
-            state_file.write({**state, "config": str(Path(args.config).resolve())})
             _say(f"objectos: Ray head at {address}")
     else:
         state = {"address": address, "startedRay": False}
-        state_file.write({**state, "config": str(Path(args.config).resolve())})
-
-    import ray
-    from ray import serve
-
-    from actors.factory import get_or_create_kernel
-    from deployments.app import build_app
-
-    connect(address)
-    kernel = get_or_create_kernel(hub.model_dump())
-    _say("objectos: kernel started; starting plugins ...")
-    plugins = _wait_for_plugins(kernel, args.timeout)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app({"config": args.config}), name=APP_NAME, route_prefix="/", blocking=False)
+    state_file.write({**state, "config": str(Path(args.config).resolve())})
+    try:
+        kernel, status = _deploy(args, checked, address, host, port)
+    except Exception as exc:
+        print(f"error: the hub failed to start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if started_ray:
+            # Leave nothing half-started behind: this run started Ray, so stop it.
+            _say("objectos: stopping the local Ray this run started ...")
+            _teardown_local(state)
+            state_file.clear()
+        return EXIT_UNHEALTHY
     base = f"http://{host}:{port}"
-    status = _wait_http(f"{base}/api/v1/health", args.timeout)
-    plugins = ray.get(kernel.plugins.remote())
-    _say(_plugin_table(plugins))
     state_file.write({**state, "config": str(Path(args.config).resolve()), "url": base})
     elapsed = time.monotonic() - started
     if status != 200:
@@ -259,6 +327,36 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.dev:
         return dev_loop(args, checked, kernel)
     return EXIT_OK
+
+
+def _deploy(
+    args: argparse.Namespace, checked: CheckedHub, address: str, host: str, port: int
+) -> tuple[Any, int]:
+    """Kernel, plugins, Serve app; returns the kernel and the health status code."""
+    import ray
+    from ray import serve
+
+    from actors.factory import get_or_create_kernel
+    from deployments.app import build_app
+
+    connect(address)
+    kernel = get_or_create_kernel(checked.hub.model_dump())
+    _say("objectos: kernel started; starting plugins ...")
+    _wait_for_plugins(kernel, args.timeout)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app({"config": args.config}), name=APP_NAME, route_prefix="/", blocking=False)
+    status = _wait_http(f"http://{host}:{port}/api/v1/health", args.timeout)
+    _say(_plugin_table(ray.get(kernel.plugins.remote())))
+    return kernel, status
+
+
+def _teardown_local(state: dict[str, Any]) -> None:
+    import ray
+
+    node_ids = [node["NodeID"] for node in ray.nodes()] if ray.is_initialized() else []
+    ray.shutdown()
+    stop_local_ray(int(state["rayPid"]))
+    stop_haproxy(node_ids)
 
 
 def dev_loop(args: argparse.Namespace, checked: CheckedHub, kernel: Any) -> int:
@@ -287,11 +385,11 @@ def dev_loop(args: argparse.Namespace, checked: CheckedHub, kernel: Any) -> int:
                     continue
                 _say("objectos: config is valid; restart the hub to apply plugin-set changes")
             for path in changed:
-                pid = files.get(path)
-                if pid is not None:
-                    _say(f"objectos: {path.name} changed; reloading {pid}")
-                    row = ray.get(kernel.reload_plugin.remote(pid))
-                    _say(f"  plugin {pid} {row['status']} {row.get('reason') or ''}")
+                plugin_id = files.get(path)
+                if plugin_id is not None:
+                    _say(f"objectos: {path.name} changed; reloading {plugin_id}")
+                    row = ray.get(kernel.reload_plugin.remote(plugin_id))
+                    _say(f"  plugin {plugin_id} {row['status']} {row.get('reason') or ''}")
     except KeyboardInterrupt:
         _say("objectos: dev mode stopped; the hub keeps running (`objectos down` stops it)")
     return EXIT_OK
@@ -380,15 +478,19 @@ def cmd_down(args: argparse.Namespace) -> int:
             _say(f"  warning: {error}")
         ray.kill(kernel, no_restart=True)
         _wait_gone(get_kernel)
-    try:
-        serve.delete(APP_NAME)
-    except Exception as exc:  # Serve may not be running
-        _say(f"  note: {exc}")
+    if not state.get("startedRay"):
+        # On a shared cluster remove only our app. (A local Ray we started goes
+        # away whole below, which spares the HAProxy ingress's 30 s drain.)
+        try:
+            serve.delete(APP_NAME)
+        except Exception as exc:  # Serve may not be running
+            _say(f"  note: {exc}")
     _forget_kernel_state(hub.id)
-    ray.shutdown()
     if state.get("startedRay"):
         _say("objectos: stopping local Ray ...")
-        stop_local_ray(int(state["rayPid"]))
+        _teardown_local(state)
+    else:
+        ray.shutdown()
     HubState(hub.dataDir).clear()
     _say("objectos: down")
     return EXIT_OK
@@ -448,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ray reads its auth mode when it is first imported: settle it before that.
+    ensure_token_auth()
     code: int = args.func(args)
     return code
 

@@ -31,8 +31,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:
-    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    from deployments.cli import haproxy_env
+
+    for key, value in haproxy_env().items():
+        os.environ.setdefault(key, value)
     import ray
 
     sys.path.insert(0, str(TESTS))
@@ -46,7 +48,11 @@ def ray_session() -> Iterator[Any]:
         log_to_driver=False,
     )
     yield ray
+    from deployments.cli import stop_haproxy
+
+    node_ids = [node["NodeID"] for node in ray.nodes()]
     ray.shutdown()
+    stop_haproxy(node_ids)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
