@@ -69,9 +69,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     return data, node
 
 
-def validate_model(
-    model: type[M], data: Any, *, source: str, node: yaml.Node | None = None
-) -> M:
+def validate_model(model: type[M], data: Any, *, source: str, node: yaml.Node | None = None) -> M:
     """Validate ``data`` as ``model``; errors name ``source``, key path and line."""
     try:
         return model.model_validate(data)
