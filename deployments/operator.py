@@ -1,0 +1,110 @@
+"""What an operator drives from a notebook or a Python shell.
+
+    from deployments.operator import HubOperator
+    hub = HubOperator.connect()                 # reads <dataDir>/hub.json of configs/objectos.yaml
+    hub.plugins()                               # the plugin table, in dependency order
+    hub.graph_svg()                             # the dependency graph, coloured by status
+    hub.metrics("objectos_plugin_restarts")     # samples of one metric family
+    hub.restart("com.example.hello")
+
+It joins the hub's Ray cluster as a driver (for the kernel) and talks HTTP to
+the Serve app (for health and metrics), exactly as the CLI does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from deployments.cli import HubState, connect, ensure_token_auth
+from objectos.kernel.drawing import dependency_svg
+from objectos.kernel.loader import load_hub
+
+
+@dataclass
+class HubOperator:
+    """A connection to a running hub: its kernel actor and its HTTP base URL."""
+
+    address: str
+    url: str
+    kernel: Any
+
+    @classmethod
+    def connect(
+        cls,
+        config: str = "configs/objectos.yaml",
+        *,
+        address: str | None = None,
+        url: str | None = None,
+    ) -> HubOperator:
+        """Find the hub: explicit arguments, then OBJECTOS_RAY_ADDRESS/OBJECTOS_URL, then hub.json."""
+        address = address or os.environ.get("OBJECTOS_RAY_ADDRESS")
+        url = url or os.environ.get("OBJECTOS_URL")
+        if address is None or url is None:
+            state = HubState(load_hub(config).dataDir).read() or {}
+            address = address or state.get("address")
+            url = url or state.get("url")
+        if not address or not url:
+            raise RuntimeError(f"no running hub found for {config}; start one with `objectos up`")
+        ensure_token_auth()
+        connect(address)
+        from actors.factory import get_kernel
+
+        return cls(address=address, url=url.rstrip("/"), kernel=get_kernel())
+
+    def _get(self, ref: Any) -> Any:
+        import ray
+
+        return ray.get(ref, timeout=60)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get(self.kernel.status.remote())
+        return result
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """One row per plugin: order, id, version, status, restarts, reason."""
+        return [
+            {
+                "order": p["order"],
+                "id": p["id"],
+                "version": p["version"],
+                "status": p["status"],
+                "restarts": p["restarts"],
+                "reason": p["reason"] or "",
+            }
+            for p in self._get(self.kernel.plugins.remote())
+        ]
+
+    def graph_svg(self) -> str:
+        plugins = self._get(self.kernel.plugins.remote())
+        order = [p["id"] for p in plugins]
+        edges = [
+            (p["id"], dep)
+            for p in plugins
+            for dep in [*p["dependencies"], *p["optionalDependencies"]]
+        ]
+        return dependency_svg(order, edges, {p["id"]: p["status"] for p in plugins})
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{self.url}/api/v1/health", timeout=10).json()
+        return body
+
+    def metrics(self, family: str | None = None) -> list[dict[str, Any]]:
+        """Samples of the hub's metrics (all families, or one by name)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        rows = []
+        for metric in text_string_to_metric_families(text):
+            if family is not None and metric.name != family:
+                continue
+            for sample in metric.samples:
+                rows.append({"name": sample.name, "labels": sample.labels, "value": sample.value})
+        return rows
+
+    def restart(self, plugin_id: str) -> dict[str, Any]:
+        """Restart one plugin in a fresh host process (new budget)."""
+        row: dict[str, Any] = self._get(self.kernel.restart_plugin.remote(plugin_id))
+        return row
