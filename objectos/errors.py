@@ -10,7 +10,8 @@ stack trace.
     ├── ValidationError                   validation_error      400
     │   ├── InvalidField                  invalid_field         400
     │   ├── MissingRequiredField          missing_required_field 400
-    │   └── InvalidFilter                 invalid_filter        400
+    │   ├── InvalidFilter                 invalid_filter        400
+    │   └── PayloadTooLarge               payload_too_large     413
     ├── ConfigError                       invalid_config        400
     │   └── ManifestError                 invalid_manifest      400
     ├── KernelError                       kernel_error          500
@@ -112,6 +113,13 @@ class MissingRequiredField(ValidationError):
 
 class InvalidFilter(ValidationError):
     code = "invalid_filter"
+
+
+class PayloadTooLarge(ValidationError):
+    """A request body exceeds the size limit; ``details`` holds ``limit`` in bytes."""
+
+    code = "payload_too_large"
+    status = 413
 
 
 class ConfigError(ObjectOSError):
@@ -277,6 +285,7 @@ __all__ = [
     "NotFound",
     "ObjectNotFound",
     "ObjectOSError",
+    "PayloadTooLarge",
     "PermissionDenied",
     "RateLimitExceeded",
     "RecordNotAccessible",
