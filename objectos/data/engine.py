@@ -56,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from objectos.data.actor import Actor
 from objectos.data.changelog import Change, ChangeLog, Operation
 from objectos.data.filter import ColumnInfo, compile_filter, filter_fields, normalize_filter
-from objectos.data.hooks import DataHooks, hook_event
+from objectos.data.hooks import DataHooks
 from objectos.data.migrate import MigrationPlan, migrate
 from objectos.data.query import (
     MAX_EXPAND_DEPTH,
@@ -84,6 +84,7 @@ from objectos.errors import (
     ServiceUnavailable,
     ValidationError,
 )
+from objectos.kernel.events import data_event
 from objectos.metadata.registry import MetadataRegistry
 from objectos.metadata.relations import reference_target
 from objectos.protocol.object import (
@@ -376,7 +377,7 @@ class DataEngine:
         if self.hooks is None:
             return payload
         payload = {"object": plan.obj.name, "event": hook, **payload, "session": actor.to_dict()}
-        result = await self.hooks.run_before(hook_event(hook, plan.obj.name), payload)
+        result = await self.hooks.run_before(data_event(hook, plan.obj.name), payload)
         return result if result is not None else payload
 
     async def _after(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
@@ -389,7 +390,7 @@ class DataEngine:
         if self.hooks is not None:
             tx.after.append(
                 (
-                    hook_event(hook, plan.obj.name),
+                    data_event(hook, plan.obj.name),
                     {
                         "object": plan.obj.name,
                         "event": hook,
@@ -438,7 +439,7 @@ class DataEngine:
         result = await self._find(plan, spec, scope)
         if self.hooks is not None:
             await self.hooks.run_after(
-                hook_event("afterFind", object_name),
+                data_event("afterFind", object_name),
                 {
                     "object": object_name,
                     "event": "afterFind",
@@ -570,7 +571,7 @@ class DataEngine:
         record = result.records[0]
         if self.hooks is not None:
             await self.hooks.run_after(
-                hook_event("afterFind", object_name),
+                data_event("afterFind", object_name),
                 {
                     "object": object_name,
                     "event": "afterFind",

@@ -1,7 +1,9 @@
 """Data hooks: how plugins observe and shape reads and writes.
 
 The engine calls :class:`DataHooks` around every operation with event names
-``data.<hook>.<object>``, ``<hook>`` one of :data:`HOOK_NAMES` (PROTOCOL.md).
+``data.<hook>.<object>``, ``<hook>`` one of
+:data:`objectos.kernel.events.DATA_HOOK_EVENTS` (PROTOCOL.md; the names are
+built by :func:`objectos.kernel.events.data_event`).
 The payload follows @objectstack/spec's HookContext::
 
     {"object": "opportunity", "event": "beforeUpdate",
@@ -28,24 +30,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-HOOK_NAMES: tuple[str, ...] = (
-    "beforeFind",
-    "afterFind",
-    "beforeInsert",
-    "afterInsert",
-    "beforeUpdate",
-    "afterUpdate",
-    "beforeDelete",
-    "afterDelete",
-)
-
-
-def hook_event(hook: str, object_name: str) -> str:
-    """The event name of ``hook`` on ``object_name``, e.g. ``data.beforeInsert.case``."""
-    if hook not in HOOK_NAMES:
-        raise ValueError(f"unknown data hook {hook!r}")
-    return f"data.{hook}.{object_name}"
-
 
 @runtime_checkable
 class DataHooks(Protocol):
@@ -60,4 +44,4 @@ class DataHooks(Protocol):
         ...
 
 
-__all__ = ["HOOK_NAMES", "DataHooks", "hook_event"]
+__all__ = ["DataHooks"]
