@@ -8,11 +8,12 @@ the spec has no name (``module``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import semantic_version
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from objectos.protocol._base import ProtocolModel
 
@@ -40,6 +41,11 @@ def check_plugin_id(value: str) -> str:
     if not PLUGIN_ID.match(value):
         raise ValueError(f"{value!r} is not a reverse-domain plugin id (e.g. com.example.crm)")
     return value
+
+
+PluginId = Annotated[str, AfterValidator(check_plugin_id)]
+SemVer = Annotated[str, AfterValidator(check_semver)]
+SemVerRange = Annotated[str, AfterValidator(check_range)]
 
 
 class ConfigProperty(ProtocolModel):
@@ -79,15 +85,15 @@ class Contributes(ProtocolModel):
 class PluginManifest(ProtocolModel):
     """PluginDefinition: who a plugin is and what it needs."""
 
-    id: str = Field(description="Reverse-domain id, e.g. com.objectos.storage.")
-    version: str = Field(description="Semantic version x.y.z.")
+    id: PluginId = Field(description="Reverse-domain id, e.g. com.objectos.storage.")
+    version: SemVer = Field(description="Semantic version x.y.z.")
     name: str | None = Field(None, description="Human name.")
     description: str | None = Field(None, description="What the plugin does.")
     author: str | None = Field(None, description="Who maintains it.")
-    dependencies: dict[str, str] = Field(
+    dependencies: dict[PluginId, SemVerRange] = Field(
         default_factory=dict, description="Required plugins: {id: semver range}."
     )
-    optionalDependencies: dict[str, str] = Field(
+    optionalDependencies: dict[PluginId, SemVerRange] = Field(
         default_factory=dict,
         description="Plugins started first when present; their absence or failure does not block.",
     )
@@ -96,23 +102,6 @@ class PluginManifest(ProtocolModel):
     )
     contributes: Contributes = Field(default_factory=Contributes, description="Contributions.")
 
-    @field_validator("id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        return check_plugin_id(value)
-
-    @field_validator("version")
-    @classmethod
-    def _check_version(cls, value: str) -> str:
-        return check_semver(value)
-
-    @field_validator("dependencies", "optionalDependencies")
-    @classmethod
-    def _check_ranges(cls, value: dict[str, str]) -> dict[str, str]:
-        for dep_id, spec in value.items():
-            check_plugin_id(dep_id)
-            check_range(spec)
-        return value
 
     def resolve_config(self, given: dict[str, Any]) -> dict[str, Any]:
         """Apply defaults and check ``given`` against the schema.
@@ -199,6 +188,71 @@ class DatabaseSettings(ProtocolModel):
     )
 
 
+class RateLimitRule(ProtocolModel):
+    """A token bucket: ``rate`` requests per second sustained, ``burst`` at once."""
+
+    rate: float = Field(gt=0, description="Requests per second one client may sustain.")
+    burst: int = Field(
+        ge=1, description="Requests one client may make at once after being idle (bucket size)."
+    )
+
+
+class RateLimitSettings(ProtocolModel):
+    """Per-client request limits of the HTTP surface, shared by every Serve replica.
+
+    A client is its authenticated user, else its API key, else its address.
+    Each route family (``routes``, longest path prefix wins; ``default`` for
+    the rest) has its own bucket per client.
+    """
+
+    enabled: bool = Field(True, description="False turns rate limiting off.")
+    default: RateLimitRule = Field(
+        default_factory=lambda: RateLimitRule(rate=100, burst=200),
+        description="Limit of every route no entry of ``routes`` matches.",
+    )
+    routes: dict[str, RateLimitRule] = Field(
+        default_factory=dict,
+        description="Limits by path prefix, e.g. {'/api/v1/auth': {rate: 1, burst: 10}}.",
+    )
+    exempt: list[str] = Field(
+        default_factory=lambda: ["/api/v1/health", "/metrics"],
+        description="Path prefixes never limited (probes, scrapers).",
+    )
+    lease: int = Field(
+        10,
+        ge=1,
+        description=(
+            "Tokens a replica takes from the shared store per call (never more than a "
+            "quarter of the burst). Larger means fewer store calls and a less exact limit."
+        ),
+    )
+    trustedProxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses/CIDRs whose X-Forwarded-For is believed. Serve's HAProxy ingress adds "
+            "none, so behind it alone anonymous clients share the ingress's address."
+        ),
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _check_prefixes(cls, value: dict[str, RateLimitRule]) -> dict[str, RateLimitRule]:
+        for prefix in value:
+            if not prefix.startswith("/"):
+                raise ValueError(f"route prefix {prefix!r} must start with '/'")
+        return value
+
+    @field_validator("trustedProxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or CIDR") from None
+        return value
+
+
 class ServeSettings(ProtocolModel):
     """The HTTP surface."""
 
@@ -208,13 +262,16 @@ class ServeSettings(ProtocolModel):
     haproxy: bool = Field(
         True, description="Use Serve's HAProxy ingress (much faster than the Python proxy)."
     )
+    rateLimit: RateLimitSettings = Field(
+        default_factory=RateLimitSettings, description="Per-client request limits."
+    )
 
 
 class HubManifest(ProtocolModel):
     """``configs/objectos.yaml``: the ObjectStackManifest of a running hub."""
 
-    id: str = Field(description="Reverse-domain id of this hub/app.")
-    version: str = Field("0.1.0", description="Version of this hub's configuration.")
+    id: PluginId = Field(description="Reverse-domain id of this hub/app.")
+    version: SemVer = Field("0.1.0", description="Version of this hub's configuration.")
     name: str = Field("ObjectOS Hub", description="Name shown by discovery.")
     description: str | None = Field(None, description="What this hub is for.")
     environment: Literal["development", "test", "production"] = Field(
@@ -228,24 +285,9 @@ class HubManifest(ProtocolModel):
         default_factory=lambda: ["metadata"],
         description="Metadata directories (objects, permissions, ...), relative to the manifest.",
     )
-    plugins: dict[str, PluginEntry] = Field(
+    plugins: dict[PluginId, PluginEntry] = Field(
         default_factory=dict, description="Plugins to run, keyed by plugin id."
     )
     kernel: KernelSettings = Field(default_factory=KernelSettings, description="Kernel loop.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="HTTP surface.")
 
-    @field_validator("id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        return check_plugin_id(value)
-
-    @field_validator("version")
-    @classmethod
-    def _check_version(cls, value: str) -> str:
-        return check_semver(value)
-
-    @model_validator(mode="after")
-    def _check_plugin_ids(self) -> HubManifest:
-        for plugin_id in self.plugins:
-            check_plugin_id(plugin_id)
-        return self
