@@ -4,6 +4,12 @@
 ``{success: false, error: {code, message, category, details, fieldErrors, requestId}}``.
 Any exception that is not an :class:`ObjectOSError` becomes ``internal_error``
 with a generic message: no stack trace, no exception text reaches a client.
+
+For Starlette apps: :func:`respond` and :func:`error_response` build the
+responses (request and trace ids come from ``request.state``, set by
+:class:`objectos.api.middleware.RequestContext`), and :func:`exception_handlers`
+turns the router's own 404/405 and anything that escapes a route into the
+same error envelope.
 """
 
 from __future__ import annotations
@@ -13,7 +19,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from objectos.errors import ObjectOSError, RateLimitExceeded
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from objectos.errors import (
+    MethodNotAllowed,
+    NotFound,
+    ObjectOSError,
+    RateLimitExceeded,
+    ValidationError,
+)
 
 logger = logging.getLogger("objectos.api")
 
@@ -53,6 +69,9 @@ def failure(
             retry = exc.details.get("retryAfter")
             if retry is not None:
                 headers["Retry-After"] = str(max(1, int(float(retry) + 0.999)))
+        if isinstance(exc, MethodNotAllowed) and "allow" in exc.details:
+            # RFC 9110: a 405 names the methods the resource does support.
+            headers["Allow"] = ", ".join(exc.details["allow"])
     else:
         logger.error("internal error (request %s)", request_id, exc_info=exc)
         error = {
@@ -66,3 +85,64 @@ def failure(
     if request_id:
         error["requestId"] = request_id
     return status, {"success": False, "error": error}, headers
+
+
+def _state(request: Request, name: str) -> Any:
+    return getattr(request.state, name, None)
+
+
+def respond(
+    request: Request,
+    data: Any,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A success envelope as a response; ``extra`` adds keys such as ``pagination``."""
+    body = success(
+        data,
+        request_id=_state(request, "request_id"),
+        trace_id=_state(request, "trace_id"),
+        started=_state(request, "started"),
+        **extra,
+    )
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(request: Request, exc: BaseException) -> JSONResponse:
+    """The error envelope of ``exc`` as a response (unknown errors: internal_error)."""
+    status, body, headers = failure(exc, request_id=_state(request, "request_id"))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ObjectOSError
+    if exc.status_code == 404:
+        error = NotFound(
+            f"no route {request.method} {request.url.path}",
+            details={"path": request.url.path},
+        )
+    elif exc.status_code == 405:
+        allow = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}",
+            details={"method": request.method, "allow": allow},
+        )
+    elif 400 <= exc.status_code < 500:
+        error = ValidationError(str(exc.detail), details={"status": exc.status_code})
+        _, body, headers = failure(error, request_id=_state(request, "request_id"))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    else:
+        return error_response(request, exc)
+    return error_response(request, error)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    return error_response(request, exc)
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """Starlette ``exception_handlers``: router 404/405 and escaped errors as envelopes."""
+    return {HTTPException: _http_exception, Exception: _unexpected}
