@@ -78,3 +78,30 @@ def get_plugin_host(plugin_id: str) -> Any | None:
         return ray.get_actor(plugin_actor_name(plugin_id), namespace=NAMESPACE)
     except ValueError:
         return None
+
+
+RATE_LIMITER_NAME = "ratelimiter"
+
+
+def get_or_create_rate_limiter() -> Any:
+    """The rate-limit bucket store every HTTP replica shares.
+
+    Detached (outlives the replicas that created it) and restarted by Ray; a
+    lease is not retried after a crash (a lost lease only makes the limit
+    stricter for a moment, a replayed one would take tokens twice).
+    """
+    from actors.ratelimiter import RateLimiterActor
+
+    return (
+        ray.remote(RateLimiterActor)
+        .options(
+            name=RATE_LIMITER_NAME,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0,
+        )
+        .remote()
+    )
