@@ -378,7 +378,7 @@ class RateLimit:
         if scope["type"] != "http" or not self.settings.enabled:
             await self.app(scope, receive, send)
             return
-        family = self.family(scope["path"])
+        family = self.family(_route_path(scope))
         if family is None:
             await self.app(scope, receive, send)
             return
@@ -395,6 +395,16 @@ class RateLimit:
         request_id = (scope.get("state") or {}).get("request_id")
         status, body, headers = failure(exc, request_id=request_id)
         await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    # Mounted under a prefix (a Serve route_prefix), the app sees the full
+    # path in "path" and the prefix in "root_path"; families are app paths.
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _under(path: str, prefix: str) -> bool:

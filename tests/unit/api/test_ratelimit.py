@@ -444,6 +444,23 @@ async def test_a_refused_request_never_reaches_the_app() -> None:
     assert len(reached) == 3
 
 
+async def test_families_are_app_paths_when_the_app_is_mounted_under_a_prefix() -> None:
+    async def hello(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    app = Starlette(
+        routes=[Route("/{path:path}", hello)],
+        middleware=[Middleware(RateLimit, settings=SETTINGS)],
+    )
+    transport = httpx.ASGITransport(app=app, root_path="/hub")
+    async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:
+        assert (await client.get("/hub/api/v1/auth/me")).status_code == 200
+        refused = await client.get("/hub/api/v1/auth/me")
+        assert refused.json()["error"]["details"]["family"] == "/api/v1/auth"
+        for _ in range(5):
+            assert (await client.get("/hub/api/v1/health")).status_code == 200  # exempt
+
+
 def test_settings_refuse_bad_prefixes_and_networks() -> None:
     from pydantic import ValidationError
 
