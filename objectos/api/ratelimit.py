@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -57,10 +57,10 @@ logger = logging.getLogger("objectos.ratelimit")
 Clock = Callable[[], float]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Keys of ``scope["state"]`` an authentication middleware running before
-#: :class:`RateLimit` sets to the *verified* user id / API key id.
-USER_ID_STATE = "user_id"
-API_KEY_ID_STATE = "api_key_id"
+#: Where the auth layer leaves the *verified* caller (``request.state.auth``:
+#: an object with ``actor.user_id``, ``method`` and ``credential_id``).
+AUTH_STATE = "auth"
+Identify = Callable[[Scope], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -280,21 +280,22 @@ class TokenLeases:
 def client_identity(scope: Scope, trusted_proxies: Iterable[Network] = ()) -> str:
     """Who a request counts against: ``user:<id>``, ``apikey:<id>`` or ``ip:<address>``.
 
-    User and API key ids are read from ``scope["state"]`` (``user_id``,
-    ``api_key_id``) where an authentication middleware put them *after
-    verifying* the credential, never from the raw credential: a forged token
-    must not choose whose bucket it spends. Anything else counts against the
-    address: the peer, or — when the peer is a trusted proxy — the nearest
-    X-Forwarded-For entry not added by a trusted proxy. An IPv6 client
-    controls its whole /64, so that is one address here.
+    Users and API keys come from ``scope["state"]["auth"]``, which the auth
+    layer sets only *after verifying* the credential — never from the raw
+    credential: a forged token must not choose whose bucket it spends. An
+    API key acting for a user counts as that user. Anything else counts
+    against the address: the peer, or — when the peer is a trusted proxy —
+    the nearest X-Forwarded-For entry not added by a trusted proxy. An IPv6
+    client controls its whole /64, so that is one address here.
     """
-    state = scope.get("state") or {}
-    user_id = state.get(USER_ID_STATE)
-    if user_id:
-        return f"user:{user_id}"
-    key_id = state.get(API_KEY_ID_STATE)
-    if key_id:
-        return f"apikey:{key_id}"
+    auth = (scope.get("state") or {}).get(AUTH_STATE)
+    if auth is not None:
+        user_id = getattr(getattr(auth, "actor", None), "user_id", None)
+        if user_id:
+            return f"user:{user_id}"
+        key_id = getattr(auth, "credential_id", None)
+        if key_id and getattr(auth, "method", None) == "api_key":
+            return f"apikey:{key_id}"
     return "ip:" + _client_address(scope, tuple(trusted_proxies))
 
 
@@ -341,8 +342,10 @@ def _is_trusted(
 class RateLimit:
     """ASGI middleware: refuse a client's request with 429 once its bucket is empty.
 
-    Place it after the middleware that authenticates requests (so the user
-    is known) and after ``RequestIds`` (so a 429 carries the request id).
+    Place it after the request-id middleware (so a 429 carries the request
+    id) and after any middleware that authenticates (so the user is known:
+    :func:`client_identity`). When authentication happens later, in the
+    route handlers, pass ``identify`` to verify the caller here instead.
     Only HTTP requests are limited; ``settings.exempt`` prefixes never are.
     """
 
@@ -353,11 +356,15 @@ class RateLimit:
         store: BucketStore | None = None,
         *,
         leases: TokenLeases | None = None,
+        identify: Identify | None = None,
     ) -> None:
         """``store`` is shared by the replicas (default: this process only);
-        ``leases`` replaces the default :class:`TokenLeases` over ``store``."""
+        ``leases`` replaces the default :class:`TokenLeases` over ``store``;
+        ``identify(scope)`` replaces :func:`client_identity` and must only
+        name a user or key it has verified."""
         self.app = app
         self.settings = settings
+        self.identify = identify
         self.leases = leases or TokenLeases(store or MemoryBucketStore(), lease=settings.lease)
         self._trusted = tuple(
             ipaddress.ip_network(n, strict=False) for n in settings.trustedProxies
@@ -383,7 +390,11 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         name, rule = family
-        key = f"{client_identity(scope, self._trusted)}@{name}"
+        if self.identify is not None:
+            who = await self.identify(scope)
+        else:
+            who = client_identity(scope, self._trusted)
+        key = f"{who}@{name}"
         wait = await self.leases.acquire(key, rule)
         if wait <= 0:
             await self.app(scope, receive, send)
@@ -413,10 +424,10 @@ def _under(path: str, prefix: str) -> bool:
 
 
 __all__ = [
-    "API_KEY_ID_STATE",
-    "USER_ID_STATE",
+    "AUTH_STATE",
     "BucketStore",
     "Grant",
+    "Identify",
     "MemoryBucketStore",
     "RateLimit",
     "TokenLeases",

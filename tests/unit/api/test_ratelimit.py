@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from objectos.api.ratelimit import (
     TokenLeases,
     client_identity,
 )
+from objectos.data.actor import Actor
 from objectos.protocol.manifest import RateLimitRule, RateLimitSettings
 
 
@@ -295,15 +297,28 @@ async def test_idle_clients_are_forgotten(clock: ManualClock) -> None:
 # -- who is the client --------------------------------------------------------
 
 
-def scope_of(peer: str, *, xff: str | None = None, **state: str) -> Scope:
+@dataclass(frozen=True)
+class Verified:
+    """What the auth layer leaves in ``request.state.auth`` once it checked a credential."""
+
+    actor: Actor
+    method: str = "token"
+    credential_id: str | None = None
+
+
+def scope_of(peer: str, *, xff: str | None = None, auth: Verified | None = None) -> Scope:
     headers = [(b"x-forwarded-for", xff.encode())] if xff is not None else []
+    state = {"auth": auth} if auth is not None else {}
     return {"type": "http", "client": (peer, 5000), "headers": headers, "state": state}
 
 
 def test_a_verified_user_counts_before_an_api_key_and_an_address() -> None:
-    both = scope_of("10.0.0.1", user_id="u1", api_key_id="k1")
-    assert client_identity(both) == "user:u1"
-    assert client_identity(scope_of("10.0.0.1", api_key_id="k1")) == "apikey:k1"
+    user = Verified(Actor.user("u1"))
+    assert client_identity(scope_of("10.0.0.1", auth=user)) == "user:u1"
+    users_key = Verified(Actor.user("u1"), method="api_key", credential_id="k1")
+    assert client_identity(scope_of("10.0.0.1", auth=users_key)) == "user:u1"
+    service_key = Verified(Actor(user_id=None), method="api_key", credential_id="k1")
+    assert client_identity(scope_of("10.0.0.1", auth=service_key)) == "apikey:k1"
     assert client_identity(scope_of("10.0.0.1")) == "ip:10.0.0.1"
 
 
@@ -332,8 +347,8 @@ def test_an_ipv6_client_is_its_slash_64() -> None:
 # -- the middleware -----------------------------------------------------------
 
 
-class FakeAuth:
-    """Stands in for the authentication middleware: trusts X-Test-User as verified."""
+class TrustingAuth:
+    """An authentication middleware for tests: X-Test-User names a verified user."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -343,7 +358,7 @@ class FakeAuth:
             user = dict(scope["headers"]).get(b"x-test-user")
             scope.setdefault("state", {})
             if user:
-                scope["state"]["user_id"] = user.decode()
+                scope["state"]["auth"] = Verified(Actor.user(user.decode()))
             scope["state"]["request_id"] = "req-1"
         await self.app(scope, receive, send)
 
@@ -356,7 +371,7 @@ def app_client() -> Callable[..., httpx.AsyncClient]:
     def make(settings: RateLimitSettings, peer: str = "192.0.2.10") -> httpx.AsyncClient:
         app = Starlette(
             routes=[Route("/{path:path}", hello, methods=["GET", "POST"])],
-            middleware=[Middleware(FakeAuth), Middleware(RateLimit, settings=settings)],
+            middleware=[Middleware(TrustingAuth), Middleware(RateLimit, settings=settings)],
         )
         transport = httpx.ASGITransport(app=app, client=(peer, 5000))
         return httpx.AsyncClient(transport=transport, base_url="http://hub")
@@ -459,6 +474,26 @@ async def test_families_are_app_paths_when_the_app_is_mounted_under_a_prefix() -
         assert refused.json()["error"]["details"]["family"] == "/api/v1/auth"
         for _ in range(5):
             assert (await client.get("/hub/api/v1/health")).status_code == 200  # exempt
+
+
+async def test_identify_replaces_the_default_identity() -> None:
+    async def hello(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    async def by_tenant(scope: Scope) -> str:
+        # e.g. verify the credential here when the routes authenticate later
+        return "tenant:" + dict(scope["headers"]).get(b"x-tenant", b"?").decode()
+
+    app = Starlette(
+        routes=[Route("/x", hello)],
+        middleware=[Middleware(RateLimit, settings=SETTINGS, identify=by_tenant)],
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hub"
+    ) as client:
+        a = [(await client.get("/x", headers={"x-tenant": "a"})).status_code for _ in range(4)]
+        b = [(await client.get("/x", headers={"x-tenant": "b"})).status_code for _ in range(4)]
+    assert a == b == [200, 200, 200, 429]
 
 
 def test_settings_refuse_bad_prefixes_and_networks() -> None:
