@@ -205,7 +205,13 @@ class RateLimitSettings(ProtocolModel):
     the rest) has its own bucket per client.
     """
 
-    enabled: bool = Field(True, description="False turns rate limiting off.")
+    enabled: bool = Field(
+        False,
+        description=(
+            "Off unless a manifest turns it on: which clients share a bucket depends on "
+            "the ingress in front (see trustedProxies)."
+        ),
+    )
     default: RateLimitRule = Field(
         default_factory=lambda: RateLimitRule(rate=100, burst=200),
         description="Limit of every route no entry of ``routes`` matches.",
