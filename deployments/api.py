@@ -25,10 +25,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.factory import get_kernel
+from actors.ratelimiter import RayBucketStore
 from actors.remote import RayServiceDirectory
 from objectos import __version__
 from objectos.api.discovery import API_BASE, discovery_document
 from objectos.api.envelope import failure, success
+from objectos.api.ratelimit import RateLimit
 from objectos.errors import ServiceUnavailable
 from objectos.plugins.metrics import collect_families
 from objectos.protocol.manifest import HubManifest
@@ -186,7 +188,12 @@ class HubHTTP:
         ]
         return Starlette(
             routes=routes,
-            middleware=[Middleware(RequestIds), Middleware(GZipMiddleware, minimum_size=1024)],
+            middleware=[
+                Middleware(RequestIds),
+                # Limits shared by every replica through the ratelimiter actor.
+                Middleware(RateLimit, settings=self.hub.serve.rateLimit, store=RayBucketStore()),
+                Middleware(GZipMiddleware, minimum_size=1024),
+            ],
         )
 
 
