@@ -149,6 +149,10 @@ def _scalar(obj: ObjectSchema, fld: ObjectField, kind: FieldType, *, read: bool)
         if places is not None:
             precision, scale = places
             schema["description"] = f"Decimal({precision}, {scale})"
+            # Values round to `scale` places and must keep under precision - scale digits.
+            bound = 10 ** (precision - scale) - 10**-scale if scale else 10**precision - 1
+            schema.setdefault("maximum", bound)
+            schema.setdefault("minimum", -bound)
         return schema
     if kind in (FieldType.BOOLEAN, FieldType.TOGGLE):
         return {"type": "boolean"}

@@ -42,7 +42,9 @@ request into an :class:`~objectos.data.Actor` (:class:`Authenticator`).
 
 from __future__ import annotations
 
+import decimal
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -71,6 +73,8 @@ from objectos.errors import (
 from objectos.metadata.loader import KINDS, MetadataItem, content_etag
 from objectos.metadata.registry import MetadataRegistry
 from objectos.protocol.object import ObjectSchema
+
+logger = logging.getLogger("objectos.api.rest")
 
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body accepted, in bytes (1 MiB)."""
@@ -697,6 +701,16 @@ def _guarded(handlers: Mapping[str, Handler]) -> Handler:
         method = "GET" if request.method == "HEAD" else request.method
         try:
             return await handlers[method](request)
+        except decimal.InvalidOperation:
+            # The engine's decimal coercion overflows Python's 28-digit context on
+            # absurdly large numbers (objectos.data.values, reported upstream); it is the
+            # client's number that is out of range, so say so instead of a 500.
+            logger.warning("decimal overflow on %s %s", request.method, request.url.path)
+            error = InvalidField(
+                "a number in the request is out of range",
+                details={"reason": "number out of range"},
+            )
+            return error_response(request, error)
         except Exception as exc:  # the one place a route's error becomes an envelope
             return error_response(request, exc)
 
