@@ -87,6 +87,7 @@ class KernelActor:
             "databaseUrl": self.hub.database.url,
             "dataDir": self.hub.dataDir,
             "hookTimeoutS": self.hub.kernel.hookTimeoutS,
+            "metadataDirs": list(self.hub.metadata),
         }
         self.checkpoint = GcsCheckpoint(f"kernel:{self.hub.id}")
         self.installs = GcsCheckpoint(f"installed:{self.hub.id}")
