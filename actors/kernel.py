@@ -181,6 +181,16 @@ class KernelActor:
         self._sync_registry()
         return [(pid, prio) for pid, prio in self.registry.hooks_for(event)]
 
+    async def hooks_revision(self) -> int:
+        """Grows whenever a service or hook registration changes (for caches elsewhere)."""
+        self._sync_registry()
+        return self.registry.revision
+
+    async def hook_table(self) -> dict[str, Any]:
+        """The registry's services and hooks with their revision (ServiceRegistry.to_dict)."""
+        self._sync_registry()
+        return self.registry.to_dict()
+
     async def installed_version(self, plugin_id: str) -> str | None:
         await self._recovered.wait()
         return self._installed.get(plugin_id)
