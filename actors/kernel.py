@@ -181,15 +181,20 @@ class KernelActor:
         self._sync_registry()
         return [(pid, prio) for pid, prio in self.registry.hooks_for(event)]
 
-    async def hooks_revision(self) -> int:
-        """Grows whenever a service or hook registration changes (for caches elsewhere)."""
+    def _hooks_token(self) -> str:
+        # The registry restarts at revision 0 in a new kernel process: the start time
+        # keeps a replica's cache from mistaking the new table for the old one.
+        return f"{self.started_at}:{self.registry.revision}"
+
+    async def hooks_revision(self) -> str:
+        """Changes whenever a service or hook registration changes (for caches elsewhere)."""
         self._sync_registry()
-        return self.registry.revision
+        return self._hooks_token()
 
     async def hook_table(self) -> dict[str, Any]:
-        """The registry's services and hooks with their revision (ServiceRegistry.to_dict)."""
+        """Services and hooks (ServiceRegistry.to_dict) and the ``token`` of hooks_revision."""
         self._sync_registry()
-        return self.registry.to_dict()
+        return {**self.registry.to_dict(), "token": self._hooks_token()}
 
     async def installed_version(self, plugin_id: str) -> str | None:
         await self._recovered.wait()
