@@ -1,37 +1,65 @@
 """The HTTP surface of the hub on Ray Serve.
 
-``APIGateway`` is a Serve deployment whose replicas each run one Starlette app.
-Kernel-facing routes (health, discovery, admin, metrics) ask the kernel actor;
-the data routes (issue 3) will run the data engine in-process here, so a REST
-request does not hop through actors.
+``APIGateway`` is a Serve deployment whose replicas each run one Starlette app
+(:class:`HubHTTP`):
+
+- kernel-facing routes (discovery, health, admin, metrics) ask the kernel actor;
+- the data and metadata routes (:func:`objectos.api.rest.data_routes`) run a
+  DataEngine **in this process** (:class:`ReplicaData`), built from the hub's
+  database URL and metadata once the data plugin has migrated the schema, so a
+  REST request does not hop through actors; plugin before-hooks are the only
+  actor calls on the write path, and only for hooked objects
+  (:class:`actors.hooks.KernelDataHooks`);
+- ``/api/v1/openapi.json`` and ``/docs`` describe the live metadata.
+
+Middleware (outermost first): request context (ids, trace, access log), CORS,
+gzip (:func:`objectos.api.middleware.hub_middleware`), then what
+:meth:`HubHTTP.middleware` appends (route metrics, rate limiting).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from ray import serve
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.factory import get_kernel
+from actors.hooks import KernelDataHooks
 from actors.ratelimiter import RayBucketStore
 from actors.remote import RayServiceDirectory
 from objectos import __version__
 from objectos.api.discovery import API_BASE, discovery_document
-from objectos.api.envelope import failure, success
+from objectos.api.docs import DOCS_PATH, docs_routes
+from objectos.api.envelope import error_response, exception_handlers, respond
+from objectos.api.middleware import HTTPSettings, hub_middleware
+from objectos.api.openapi import OPENAPI_PATH, openapi_routes
 from objectos.api.ratelimit import RateLimit
-from objectos.errors import ServiceUnavailable
+from objectos.api.rest import (
+    DATA_BASE,
+    META_BASE,
+    AnonymousAuthenticator,
+    Authenticator,
+    data_routes,
+)
+from objectos.data.engine import DataEngine, FindResult
+from objectos.data.schema import create_engine
+from objectos.errors import ObjectOSError, ServiceUnavailable
+from objectos.metadata.registry import MetadataRegistry
+from objectos.plugins.data import DATA_PLUGIN_ID, metadata_fingerprint
 from objectos.plugins.metrics import collect_families
 from objectos.protocol.manifest import HubManifest
 
@@ -45,39 +73,209 @@ MOUNTED_ROUTES = {
     "health": f"{API_BASE}/health",
     "admin": f"{API_BASE}/admin",
     "metrics": "/metrics",
+    "data": DATA_BASE,
+    "metadata": META_BASE,
+    "openapi": OPENAPI_PATH,
+    "docs": DOCS_PATH,
 }
 
 
-class RequestIds:
-    """ASGI middleware: a request id per request (honouring X-Request-ID) and timing."""
+class ReplicaData:
+    """This replica's DataEngine, built once the data plugin runs; a DataService.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Until the kernel reports ``com.objectos.data`` running, every data call
+    raises ServiceUnavailable (503) saying so; the kernel is asked at most
+    every ``recheck_s``. Afterwards the engine stays; every ``reload_check_s``
+    a task owned by this object compares the plugin's metadata fingerprint
+    with ours and reloads the registry when they differ (the engine follows
+    the registry's version on its own). This replica never migrates.
+    """
+
+    def __init__(
+        self,
+        hub: HubManifest,
+        hooks: KernelDataHooks | None,
+        kernel_status: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        recheck_s: float = 0.5,
+        reload_check_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Serve ``hub``'s data; ``kernel_status`` is the kernel's ``status()``."""
+        self.url = hub.database.url.replace("{dataDir}", hub.dataDir)
+        self.metadata_dirs = list(hub.metadata)
+        self.hooks = hooks
+        self._kernel_status = kernel_status
+        self.recheck_s = recheck_s
+        self.reload_check_s = reload_check_s
+        self._clock = clock
+        self._engine: DataEngine | None = None
+        self._database: AsyncEngine | None = None
+        self._fingerprint: str | None = None
+        self._lock = asyncio.Lock()
+        self._retry_at = float("-inf")
+        self._last_error: ObjectOSError | None = None
+        self._checked_at = float("-inf")
+        self._checking: asyncio.Task[None] | None = None
+
+    async def _data_plugin(self) -> dict[str, Any]:
+        status = await self._kernel_status()
+        for plugin in status["plugins"]:
+            if plugin["id"] == DATA_PLUGIN_ID:
+                return dict(plugin)
+        raise ServiceUnavailable(
+            f"this hub runs no data plugin ({DATA_PLUGIN_ID}); add it to objectos.yaml",
+            details={"plugin": DATA_PLUGIN_ID},
+        )
+
+    async def engine(self) -> DataEngine:
+        """The engine, or ServiceUnavailable while the data plugin is not running."""
+        if self._engine is None:
+            async with self._lock:
+                if self._engine is None:
+                    await self._build()
+        else:
+            self._maybe_check_metadata()
+        assert self._engine is not None
+        return self._engine
+
+    async def registry(self) -> MetadataRegistry:
+        """The metadata this replica serves."""
+        return (await self.engine()).registry
+
+    async def _build(self) -> None:
+        if self._clock() < self._retry_at and self._last_error is not None:
+            raise self._last_error
+        try:
+            plugin = await self._data_plugin()
+            if plugin["status"] != "running":
+                raise ServiceUnavailable(
+                    f"the data plugin is {plugin['status']}; the data API answers once it runs",
+                    details={
+                        "plugin": DATA_PLUGIN_ID,
+                        "status": plugin["status"],
+                        "reason": plugin.get("reason"),
+                    },
+                )
+            try:
+                registry = await asyncio.to_thread(MetadataRegistry.load, self.metadata_dirs)
+            except ObjectOSError as exc:
+                raise ServiceUnavailable(
+                    f"this replica cannot load the metadata: {exc.message}",
+                    details={"dirs": self.metadata_dirs},
+                ) from None
+        except ServiceUnavailable as exc:
+            self._last_error, self._retry_at = exc, self._clock() + self.recheck_s
+            raise
+        self._database = create_engine(self.url)
+        self._engine = DataEngine(self._database, registry, hooks=self.hooks)
+        self._fingerprint = metadata_fingerprint(registry)
+        self._checked_at = self._clock()
+        logger.info("replica data engine ready (%d objects)", len(registry.objects))
+
+    def _maybe_check_metadata(self) -> None:
+        if self._clock() - self._checked_at < self.reload_check_s:
+            return
+        if self._checking is not None and not self._checking.done():
+            return
+        self._checked_at = self._clock()
+        self._checking = asyncio.create_task(self._check_metadata())
+
+    async def _check_metadata(self) -> None:
+        try:
+            plugin = await self._data_plugin()
+            health = (plugin.get("lifecycle") or {}).get("health") or {}
+            version = health.get("metadataVersion")
+            if self._engine is None or version is None or version == self._fingerprint:
+                return
+            registry = self._engine.registry
+            changes = await asyncio.to_thread(registry.reload)
+            self._fingerprint = metadata_fingerprint(registry)
+            logger.info("metadata reloaded: %s", changes)
+        except Exception:  # keep serving the metadata we have; try again later
+            logger.warning("metadata check failed", exc_info=True)
+
+    async def close(self) -> None:
+        """Stop background work and release database connections."""
+        if self._checking is not None:
+            self._checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._checking
+        if self.hooks is not None:
+            await self.hooks.close()
+        if self._database is not None:
+            database, self._database, self._engine = self._database, None, None
+            await database.dispose()
+
+    # DataService: DataEngine's methods, on the engine once it exists.
+
+    async def find(self, *args: Any, **kwargs: Any) -> FindResult:
+        return await (await self.engine()).find(*args, **kwargs)
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return await (await self.engine()).find_one(*args, **kwargs)
+
+    async def count(self, *args: Any, **kwargs: Any) -> int:
+        return await (await self.engine()).count(*args, **kwargs)
+
+    async def aggregate(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return await (await self.engine()).aggregate(*args, **kwargs)
+
+    async def insert(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return await (await self.engine()).insert(*args, **kwargs)
+
+    async def update(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return await (await self.engine()).update(*args, **kwargs)
+
+    async def delete(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return await (await self.engine()).delete(*args, **kwargs)
+
+    async def batch(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return await (await self.engine()).batch(*args, **kwargs)
+
+
+class RouteMetrics:
+    """ASGI middleware: request count and latency per matched route template."""
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
         self.app = app
+        self.requests = requests
+        self.latency = latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 128 else uuid.uuid4().hex
-        scope.setdefault("state", {})
-        scope["state"]["request_id"] = request_id
-        scope["state"]["started"] = time.perf_counter()
+        started = time.perf_counter()
+        status = 500
 
-        async def send_with_id(message: Any) -> None:
+        async def capture(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"].append((b"x-request-id", request_id.encode("latin-1")))
+                status = int(message["status"])
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            # The template ("/api/v1/data/{object}"), never the raw path: bounded labels.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope.get("method", "")
+            self.requests.labels(route, method, str(status)).inc()
+            self.latency.labels(route, method).observe(time.perf_counter() - started)
 
 
 class HubHTTP:
     """The routes and their collaborators; one instance per replica."""
 
-    def __init__(self, hub: HubManifest) -> None:
+    def __init__(
+        self,
+        hub: HubManifest,
+        *,
+        settings: HTTPSettings | None = None,
+        authenticate: Authenticator | None = None,
+    ) -> None:
+        """``authenticate`` defaults to the AnonymousAuthenticator (no identity yet)."""
         self.hub = hub
         self.services = RayServiceDirectory(caller="http")
         self.registry = CollectorRegistry()
@@ -94,33 +292,22 @@ class HubHTTP:
             registry=self.registry,
         )
         self.replica = _replica_id()
+        self.settings = settings or HTTPSettings.from_env(replica=self.replica)
+        self.authenticate = authenticate or AnonymousAuthenticator()
+        self.hooks = KernelDataHooks(timeout_s=hub.kernel.hookTimeoutS)
+        self.data = ReplicaData(hub, self.hooks, self.kernel_status)
 
     def route(self, path: str, handler: Handler, methods: list[str] | None = None) -> Route:
         async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
-            status = 500
             try:
-                response = await handler(request)
-                status = response.status_code
-                return response
+                return await handler(request)
             except Exception as exc:
-                code, body, headers = failure(exc, request_id=request.state.request_id)
-                status = code
-                return JSONResponse(body, status_code=code, headers=headers)
-            finally:
-                self.requests.labels(path, request.method, str(status)).inc()
-                self.latency.labels(path, request.method).observe(time.perf_counter() - started)
+                return error_response(request, exc)
 
         return Route(path, endpoint, methods=methods or ["GET"])
 
     def ok(self, request: Request, data: Any, status: int = 200, **extra: Any) -> JSONResponse:
-        body = success(
-            data,
-            request_id=request.state.request_id,
-            started=request.state.started,
-            **extra,
-        )
-        return JSONResponse(body, status_code=status)
+        return respond(request, data, status=status, **extra)
 
     async def kernel_status(self) -> dict[str, Any]:
         try:
@@ -162,7 +349,7 @@ class HubHTTP:
             environment=self.hub.environment,
             mounted_routes=MOUNTED_ROUTES,
             plugins=status["plugins"],
-            capabilities={"metrics": True},
+            capabilities={"metrics": True, "openapi": True, "data": True},
         )
         return self.ok(request, document)
 
@@ -178,22 +365,33 @@ class HubHTTP:
         text: str = await self.services.get("metrics").exposition(extra=[own])
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    def app(self) -> Starlette:
-        routes = [
+    def middleware(self) -> list[Middleware]:
+        """The middleware stack, outermost first; append new middleware here."""
+        return [
+            *hub_middleware(self.settings),
+            Middleware(RouteMetrics, requests=self.requests, latency=self.latency),
+            # Limits shared by every replica through the ratelimiter actor.
+            Middleware(RateLimit, settings=self.hub.serve.rateLimit, store=RayBucketStore()),
+        ]
+
+    def routes(self) -> list[BaseRoute]:
+        """Kernel routes, data and metadata routes, OpenAPI and docs."""
+        return [
             self.route(API_BASE, self.discovery),
             self.route(f"{API_BASE}/discovery", self.discovery),
             self.route(f"{API_BASE}/health", self.health),
             self.route(f"{API_BASE}/admin/plugins", self.admin_plugins),
             self.route("/metrics", self.metrics),
+            *data_routes(self.data, self.data.registry, self.authenticate),
+            *openapi_routes(self.data.registry, title=self.hub.name, version=self.hub.version),
+            *docs_routes(title=f"{self.hub.name} API"),
         ]
+
+    def app(self) -> Starlette:
         return Starlette(
-            routes=routes,
-            middleware=[
-                Middleware(RequestIds),
-                # Limits shared by every replica through the ratelimiter actor.
-                Middleware(RateLimit, settings=self.hub.serve.rateLimit, store=RayBucketStore()),
-                Middleware(GZipMiddleware, minimum_size=1024),
-            ],
+            routes=self.routes(),
+            middleware=self.middleware(),
+            exception_handlers=exception_handlers(),
         )
 
 
@@ -201,7 +399,7 @@ def _replica_id() -> str:
     try:
         return str(serve.get_replica_context().replica_tag)
     except Exception:
-        return f"pid-{__import__('os').getpid()}"
+        return f"pid-{os.getpid()}"
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -214,3 +412,7 @@ class APIGateway:
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         return self.http.app()
+
+    async def __del__(self) -> None:
+        # Serve awaits an async __del__ when it stops the replica.
+        await self.http.data.close()
