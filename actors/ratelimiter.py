@@ -49,13 +49,19 @@ class RateLimiterActor:
 class RayBucketStore:
     """A :class:`~objectos.api.ratelimit.BucketStore` over the ``ratelimiter`` actor.
 
-    The actor is looked up (or created) on first use, not at construction,
-    so building the HTTP app costs no Ray call. After an actor error the
-    handle is looked up again on the next call.
+    Construction finds or creates the actor without waiting for it, so it
+    boots while the replica starts instead of during the first request
+    (creating an actor takes 0.5-2 s on a busy machine; a first lease slower
+    than the replica's store timeout would put it on its own limits for a
+    while). After an actor error the handle is looked up again.
     """
 
     def __init__(self) -> None:
         self._actor: Any = None
+        try:
+            self._actor = get_or_create_rate_limiter()
+        except Exception:
+            self._actor = None  # no Ray here (yet): the first lease tries again
 
     async def lease(self, key: str, want: int, rate: float, burst: int, refund: int = 0) -> Grant:
         """Lease up to ``want`` tokens of ``key``'s bucket from the shared actor."""
