@@ -200,6 +200,11 @@ class HubAuthenticator:
         request.state.auth = auth
         return auth.actor
 
+    async def __call__(self, request: Request) -> Actor:
+        """Same as :meth:`authenticate`, so the authenticator is the data routes'
+        ``Authenticator`` as it is."""
+        return await self.authenticate(request)
+
     async def authentication(self, request: Request) -> Authentication:
         """Like :meth:`authenticate`, returning everything that is known about the caller."""
         authorization = request.headers.getlist("authorization")
@@ -280,6 +285,11 @@ class HubAuthenticator:
                 details={"reason": "not an external token"},
             )
         return verified
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The hub's signing keys (an operator rotates them here)."""
+        return self._keyring
 
     def jwks(self) -> dict[str, Any]:
         """The JWKS document of the hub's signing keys."""

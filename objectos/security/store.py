@@ -1,6 +1,6 @@
 """The identity layer's tables, on SQLAlchemy async Core (SQLite and PostgreSQL).
 
-:class:`AuthDatabase` owns five tables, all prefixed ``_auth_`` so they never
+:class:`AuthDatabase` owns six tables, all prefixed ``_auth_`` so they never
 collide with object tables (the data engine's migrations only ever touch
 tables it created itself):
 
@@ -10,6 +10,7 @@ table                       holds
 ``_auth_users``             accounts: id (UUIDv7), email + ``email_key`` (case-folded,
                             unique), name, password_hash, roles (JSON), kind, active, times
 ``_auth_identities``        links (issuer, subject) of external OIDC identities -> account
+``_auth_refresh_families``  one row per session (refresh-token family): user, revocation
 ``_auth_refresh_tokens``    SHA-256 of refresh tokens, family, user, roles, expiry, rotation
 ``_auth_api_keys``          API key id, SHA-256 of the secret, owner, scopes, expiry, revocation
 ``_auth_counters``          sign-in failure times (JSON list) and lockout, one row per key
@@ -25,6 +26,11 @@ Atomicity where the Protocols ask for it:
   AND revoked_at IS NULL``; of two concurrent refreshes with one token
   exactly one sees a row count of 1 (PostgreSQL re-checks the condition
   after waiting for the row lock; SQLite runs one writer at a time).
+- a revoked family stays revoked: ``add`` and ``revoke_family`` both lock
+  the family's row, so a successor token inserted while a reuse is being
+  detected is either revoked with its family or inserted already revoked.
+  (Without this, the winner of two racing refreshes keeps a live token
+  although the loser's reuse detection "revoked the family".)
 - ``add_event`` / ``set_lockout`` lock the counter row (``SELECT ... FOR
   UPDATE`` on PostgreSQL; on SQLite every write transaction starts with
   ``BEGIN IMMEDIATE``), so replicas counting failures for one account at
@@ -62,10 +68,18 @@ from objectos.security.tokens import RefreshTokenRecord
 
 USERS_TABLE = "_auth_users"
 IDENTITIES_TABLE = "_auth_identities"
+REFRESH_FAMILIES_TABLE = "_auth_refresh_families"
 REFRESH_TOKENS_TABLE = "_auth_refresh_tokens"
 API_KEYS_TABLE = "_auth_api_keys"
 COUNTERS_TABLE = "_auth_counters"
-AUTH_TABLES = (USERS_TABLE, IDENTITIES_TABLE, REFRESH_TOKENS_TABLE, API_KEYS_TABLE, COUNTERS_TABLE)
+AUTH_TABLES = (
+    USERS_TABLE,
+    IDENTITIES_TABLE,
+    REFRESH_FAMILIES_TABLE,
+    REFRESH_TOKENS_TABLE,
+    API_KEYS_TABLE,
+    COUNTERS_TABLE,
+)
 
 #: pg_advisory_xact_lock key serialising table creation (distinct from the data engine's).
 _PG_LOCK_KEY = 0x0A07_5EC0
@@ -109,6 +123,14 @@ class AuthTables:
                 index=True,
             ),
             sa.Column("created_at", UTCDateTime(), nullable=False),
+        )
+        self.refresh_families = sa.Table(
+            REFRESH_FAMILIES_TABLE,
+            self.metadata,
+            sa.Column("family_id", sa.String(64), primary_key=True),
+            sa.Column("user_id", sa.String(255), nullable=False, index=True),
+            sa.Column("created_at", sa.Double(), nullable=False),
+            sa.Column("revoked_at", sa.Double(), nullable=True),
         )
         self.refresh_tokens = sa.Table(
             REFRESH_TOKENS_TABLE,
@@ -435,14 +457,42 @@ class SQLUserStore:
 
 
 class SQLRefreshTokenStore:
-    """Refresh tokens (:class:`~objectos.security.tokens.RefreshTokenStore`)."""
+    """Refresh tokens (:class:`~objectos.security.tokens.RefreshTokenStore`).
+
+    Families have a row of their own (``_auth_refresh_families``) that
+    ``add`` and the revocations lock: see the module docstring.
+    """
 
     def __init__(self, db: AuthDatabase) -> None:
         self._db = db
         self._table = db.tables.refresh_tokens
+        self._families = db.tables.refresh_families
 
     async def add(self, record: RefreshTokenRecord) -> None:
+        families = self._families
         async with self._db.write() as conn:
+            await conn.execute(
+                self._db.insert_ignoring_conflicts(
+                    families,
+                    {
+                        "family_id": record.family_id,
+                        "user_id": record.user_id,
+                        "created_at": record.issued_at,
+                    },
+                )
+            )
+            # FOR SHARE: waits for a revocation in flight, and makes one that
+            # starts now wait for this insert, so it sees (and revokes) the token.
+            family_revoked_at = (
+                await conn.execute(
+                    sa.select(families.c.revoked_at)
+                    .where(families.c.family_id == record.family_id)
+                    .with_for_update(read=True)
+                )
+            ).scalar()
+            revoked_at = record.revoked_at
+            if revoked_at is None and family_revoked_at is not None:
+                revoked_at = family_revoked_at
             await conn.execute(
                 self._table.insert().values(
                     token_hash=record.token_hash,
@@ -453,7 +503,7 @@ class SQLRefreshTokenStore:
                     issued_at=record.issued_at,
                     expires_at=record.expires_at,
                     rotated_at=record.rotated_at,
-                    revoked_at=record.revoked_at,
+                    revoked_at=revoked_at,
                 )
             )
 
@@ -492,12 +542,18 @@ class SQLRefreshTokenStore:
             )
         return result.rowcount == 1
 
-    async def _revoke_where(self, condition: sa.ColumnElement[bool], at: float) -> int:
-        table = self._table
+    async def _revoke(self, column: str, value: str, at: float) -> int:
+        table, families = self._table, self._families
         async with self._db.write() as conn:
+            # The family rows first: this takes their locks (see ``add``).
+            await conn.execute(
+                families.update()
+                .where(families.c[column] == value, families.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
             result = await conn.execute(
                 table.update()
-                .where(condition, table.c.revoked_at.is_(None))
+                .where(table.c[column] == value, table.c.revoked_at.is_(None))
                 .values(revoked_at=at)
                 .returning(table.c.rotated_at)
             )
@@ -505,15 +561,20 @@ class SQLRefreshTokenStore:
             return sum(1 for (rotated_at,) in result if rotated_at is None)
 
     async def revoke_family(self, family_id: str, at: float) -> int:
-        return await self._revoke_where(self._table.c.family_id == family_id, at)
+        return await self._revoke("family_id", family_id, at)
 
     async def revoke_user(self, user_id: str, at: float) -> int:
-        return await self._revoke_where(self._table.c.user_id == user_id, at)
+        return await self._revoke("user_id", user_id, at)
 
     async def delete_expired(self, before: float) -> int:
+        table, families = self._table, self._families
         async with self._db.write() as conn:
-            result = await conn.execute(
-                self._table.delete().where(self._table.c.expires_at < before)
+            result = await conn.execute(table.delete().where(table.c.expires_at < before))
+            # A family outlives its tokens only until the next purge.
+            await conn.execute(
+                families.delete().where(
+                    ~sa.exists().where(table.c.family_id == families.c.family_id)
+                )
             )
         return int(result.rowcount)
 
@@ -679,6 +740,7 @@ __all__ = [
     "AUTH_TABLES",
     "COUNTERS_TABLE",
     "IDENTITIES_TABLE",
+    "REFRESH_FAMILIES_TABLE",
     "REFRESH_TOKENS_TABLE",
     "USERS_TABLE",
     "AuthDatabase",
