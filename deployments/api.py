@@ -292,7 +292,10 @@ class HubHTTP:
             registry=self.registry,
         )
         self.replica = _replica_id()
-        self.settings = settings or HTTPSettings.from_env(replica=self.replica)
+        # Serve's proxy already echoes X-Request-ID (and passes the id on to us).
+        self.settings = settings or HTTPSettings.from_env(
+            replica=self.replica, echo_request_id=False
+        )
         self.authenticate = authenticate or AnonymousAuthenticator()
         self.hooks = KernelDataHooks(timeout_s=hub.kernel.hookTimeoutS)
         self.data = ReplicaData(hub, self.hooks, self.kernel_status)

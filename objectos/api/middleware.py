@@ -92,11 +92,23 @@ def request_id_from(header: str | None) -> str:
 class RequestContext:
     """ASGI middleware: request id, trace context, timing and the access log line."""
 
-    def __init__(self, app: ASGIApp, *, replica: str = "", access_log: bool = True) -> None:
-        """Wrap ``app``; ``replica`` names this process in the access log."""
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        replica: str = "",
+        access_log: bool = True,
+        echo_request_id: bool = True,
+    ) -> None:
+        """Wrap ``app``; ``replica`` names this process in the access log.
+
+        ``echo_request_id=False`` leaves the ``X-Request-ID`` response header to a
+        server in front that already sets it (Ray Serve does), so it is not doubled.
+        """
         self.app = app
         self.replica = replica
         self.access_log = access_log
+        self.echo_request_id = echo_request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,10 +129,9 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                extra = [
-                    (b"x-request-id", request_id.encode("latin-1")),
-                    (b"traceparent", trace.traceparent().encode("latin-1")),
-                ]
+                extra = [(b"traceparent", trace.traceparent().encode("latin-1"))]
+                if self.echo_request_id:
+                    extra.append((b"x-request-id", request_id.encode("latin-1")))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
@@ -159,10 +170,11 @@ class HTTPSettings:
     access_log: bool = True
     gzip_minimum_size: int = 1024
     replica: str = ""
+    echo_request_id: bool = True
     extra_exposed_headers: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_env(cls, *, replica: str = "") -> HTTPSettings:
+    def from_env(cls, *, replica: str = "", echo_request_id: bool = True) -> HTTPSettings:
         """Settings from the process environment (see the class docstring)."""
         origins = tuple(
             o.strip() for o in os.environ.get("OBJECTOS_CORS_ORIGINS", "").split(",") if o.strip()
@@ -173,6 +185,7 @@ class HTTPSettings:
             access_log=access not in ("0", "false", "off", "no"),
             gzip_minimum_size=int(os.environ.get("OBJECTOS_GZIP_MIN_BYTES", "1024")),
             replica=replica,
+            echo_request_id=echo_request_id,
         )
 
 
@@ -180,7 +193,12 @@ def hub_middleware(settings: HTTPSettings | None = None) -> list[Middleware]:
     """The middleware stack, outermost first: context, CORS (if configured), gzip."""
     settings = settings or HTTPSettings()
     stack = [
-        Middleware(RequestContext, replica=settings.replica, access_log=settings.access_log),
+        Middleware(
+            RequestContext,
+            replica=settings.replica,
+            access_log=settings.access_log,
+            echo_request_id=settings.echo_request_id,
+        ),
     ]
     if settings.cors_origins:
         stack.append(cors_middleware(settings.cors_origins, settings.extra_exposed_headers))

@@ -67,7 +67,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
-def hub_manifest(tmp: Path, plugins: dict[str, dict[str, Any]], **kernel: Any) -> dict[str, Any]:
+CRM_METADATA = ROOT / "configs" / "metadata"
+
+
+def hub_manifest(
+    tmp: Path,
+    plugins: dict[str, dict[str, Any]],
+    *,
+    metadata: list[str] | None = None,
+    **kernel: Any,
+) -> dict[str, Any]:
     from objectos.protocol.manifest import HubManifest
 
     settings = {
@@ -84,6 +93,7 @@ def hub_manifest(tmp: Path, plugins: dict[str, dict[str, Any]], **kernel: Any) -
             "database": {"url": f"sqlite+aiosqlite:///{tmp}/objectos.db"},
             "plugins": plugins,
             "kernel": settings,
+            "metadata": metadata or [str(CRM_METADATA)],
         }
     )
     return hub.model_dump()
@@ -133,16 +143,34 @@ def _kernel_gone(ray: Any) -> bool:
 
 
 @pytest.fixture(scope="session")
-def serve_url(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve_hub(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The hub manifest the Serve app is deployed with: the sample CRM, a session database.
+
+    Its replicas serve the data API once a kernel runs ``com.objectos.data``;
+    give that plugin this manifest's ``database.url`` and ``metadata``
+    (:func:`data_plugin_entry`) so both work on the same database.
+    """
+    return hub_manifest(tmp_path_factory.mktemp("serve"), {})
+
+
+def data_plugin_entry(hub: dict[str, Any]) -> dict[str, Any]:
+    """The data plugin's entry, pointed at ``hub``'s database and metadata."""
+    return {
+        "module": "objectos.plugins.data:DataPlugin",
+        "config": {"url": hub["database"]["url"], "metadata": hub["metadata"]},
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session: Any, serve_hub: dict[str, Any]) -> Iterator[str]:
     """The hub's HTTP app on Ray Serve (HAProxy ingress), deployed once."""
     from ray import serve
 
     from deployments.api import APIGateway
 
     port = free_port()
-    tmp = tmp_path_factory.mktemp("serve")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = APIGateway.options(num_replicas=2).bind(hub_manifest(tmp, {}))
+    app = APIGateway.options(num_replicas=2).bind(serve_hub)
     serve.run(app, name="objectos", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
 

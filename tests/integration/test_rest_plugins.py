@@ -1,0 +1,38 @@
+"""A plugin the REST integration tests run (imported by Ray workers via PYTHONPATH).
+
+It hooks two data events, so the tests can see plugin before-hooks on the
+write path of the HTTP replicas: inserting a case whose subject says "veto"
+is refused with the plugin's own error, and a new contact without a title
+gets one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from objectos.errors import FieldError, ValidationError
+from objectos.kernel.plugin import Plugin
+from objectos.protocol.manifest import PluginManifest
+
+
+class CaseGuardPlugin(Plugin):
+    """Vetoes "veto" cases; stamps contacts."""
+
+    manifest = PluginManifest(id="com.test.case-guard", version="1.0.0")
+
+    async def on_load(self) -> None:
+        self.context.hook("data.beforeInsert.case", self.guard_case)
+        self.context.hook("data.beforeInsert.contact", self.stamp_contact)
+
+    async def guard_case(self, payload: dict[str, Any]) -> None:
+        subject = str(payload["input"]["doc"].get("subject", ""))
+        if "veto" in subject.lower():
+            raise ValidationError(
+                "the case guard refuses this subject",
+                details={"plugin": self.manifest.id},
+                field_errors=[FieldError("subject", "vetoed", "subjects may not say veto")],
+            )
+
+    async def stamp_contact(self, payload: dict[str, Any]) -> dict[str, Any]:
+        payload["input"]["doc"].setdefault("title", "Stamped by plugin")
+        return payload
