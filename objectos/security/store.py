@@ -182,17 +182,23 @@ class AuthDatabase:
 
     def __init__(self, database: str | sa.URL | AsyncEngine) -> None:
         if isinstance(database, AsyncEngine):
+            _check_dialect(database.dialect.name)
             self.engine = database
             self._owns_engine = False
         else:
-            self.engine = create_engine(database)
+            try:
+                url = sa.make_url(database)
+            except sa.exc.ArgumentError:
+                raise ConfigError(
+                    "the database URL is not a SQLAlchemy URL",
+                    details={"reason": "unparseable database url"},
+                ) from None
+            # Checked before creating the engine, which would first try to
+            # import the driver of whatever database the URL names.
+            _check_dialect(url.get_backend_name())
+            self.engine = create_engine(url)
             self._owns_engine = True
         self.dialect = self.engine.dialect.name
-        if self.dialect not in _SUPPORTED_DIALECTS:
-            raise ConfigError(
-                f"the identity store supports SQLite and PostgreSQL, not {self.dialect}",
-                details={"dialect": self.dialect},
-            )
         self.tables = AuthTables()
         self._write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
         self._ready = False
@@ -260,6 +266,14 @@ class AuthDatabase:
         """Dispose the engine if this object created it."""
         if self._owns_engine:
             await self.engine.dispose()
+
+
+def _check_dialect(name: str) -> None:
+    if name not in _SUPPORTED_DIALECTS:
+        raise ConfigError(
+            f"the identity store supports SQLite and PostgreSQL, not {name}",
+            details={"dialect": name},
+        )
 
 
 def _contention_error(exc: sa.exc.DBAPIError) -> Exception | None:

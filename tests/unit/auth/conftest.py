@@ -198,7 +198,7 @@ MakeHub = Callable[..., Awaitable[Hub]]
 async def make_hub(
     database: AsyncEngine, new_engine: EngineFactory, tmp_path: Path, clock: ManualClock
 ) -> AsyncIterator[MakeHub]:
-    """``await make_hub(http_client=None, own_engine=False, **settings)``: a replica.
+    """``await make_hub(http_client=None, own_engine=False, on_event=None, **settings)``.
 
     Every hub shares the database and the data directory (the key file);
     ``own_engine=True`` gives it its own connection pool, as a separate
@@ -207,12 +207,17 @@ async def make_hub(
     opened: list[Hub] = []
 
     async def make(
-        http_client: httpx.AsyncClient | None = None, own_engine: bool = False, **overrides: Any
+        http_client: httpx.AsyncClient | None = None,
+        own_engine: bool = False,
+        on_event: Callable[[AuthEvent], Awaitable[None]] | None = None,
+        **overrides: Any,
     ) -> Hub:
         events: list[AuthEvent] = []
 
         async def record(event: AuthEvent) -> None:
             events.append(event)
+            if on_event is not None:
+                await on_event(event)
 
         identity, authenticator = build_identity(
             auth_settings(**overrides),
