@@ -239,6 +239,9 @@ class PermissionEngine:
     def _build_subject(self, actor: Actor) -> Subject:
         if actor.system:
             return Subject(None, True, (), frozenset())
+        if actor.user_id is None:
+            # Anonymous: whatever roles it claims, it holds nothing (deny by default).
+            return Subject(None, False, (), frozenset())
         names: dict[str, None] = {}
         for role in sorted(actor.roles):
             for name in self._role_sets.get(role, ()):
@@ -248,13 +251,8 @@ class PermissionEngine:
         system_permissions = frozenset(
             perm for name in names for perm in self._sets[name].systemPermissions
         )
-        user = None
-        if actor.user_id is not None:
-            user = UserContext(
-                actor.user_id,
-                frozenset(actor.roles),
-                self.sharing.groups_of(actor.user_id, frozenset(actor.roles)),
-            )
+        roles = frozenset(actor.roles)
+        user = UserContext(actor.user_id, roles, self.sharing.groups_of(actor.user_id, roles))
         return Subject(user, False, tuple(names), system_permissions)
 
     @staticmethod
