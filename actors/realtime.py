@@ -1,0 +1,478 @@
+"""Ray actor shells of the realtime engines: record rooms, presence shards, the change feed.
+
+::
+
+    REST replica ──commit──▶ _change_log ◀──reads── ChangeFeedActor (feed:changes)
+         └── NudgeOnCommit ──── nudge() ───────────────────▲   │ push(entries), server order
+                                                               ▼
+    gateway ──subscribe──▶ SubscriptionRoomActor (room:records:<object>) ──deliver──▶ gateway
+    gateway ──join, heartbeat──▶ PresenceActor (presence:<shard>) ─────────deliver──▶ gateway
+
+* :class:`SubscriptionRoomActor` wraps a
+  :class:`~objectos.realtime.subscriptions.SubscriptionRoom` for one object. It is
+  *virtual*: :func:`subscribe_records` activates it on first subscribe, and it
+  passivates itself (unregisters from the feed, exits) once it has had no
+  subscribers for ``idle_s``. While alive it re-registers with the feed every
+  ``attach_interval_s``, which is how it notices a restarted feed and reads
+  what it missed from the log. Replays read the log through the feed actor, so
+  only the feed holds a database connection.
+* :class:`PresenceActor` wraps a :class:`~objectos.realtime.presence.PresenceTracker`
+  (detached, one per shard, ``presence_shard(room, shards)`` picks it) and sweeps
+  timed-out connections every ``timeout_s / 3``.
+* :class:`ChangeFeedActor` wraps a :class:`~objectos.realtime.feed.ChangeFeed` over
+  the database at ``database_url`` and pushes runs of changes to the room actors.
+
+**The gateway side.** Rooms and presence hand batches to gateways through
+:class:`RayGatewayDelivery`: ``await <gateway actor>.deliver(batch)``, where the
+gateway actor is found by the name the subscriber gave (``gateway:<node>``) and
+``batch`` is an :class:`~objectos.realtime.subscriptions.EventBatch` or a
+:class:`~objectos.realtime.presence.PresenceBatch`; both offer
+``batch.messages()`` — the ``(connection_id, event_name, payload)`` triples to
+emit on ``/realtime``. A gateway that no longer exists loses its subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from actors.factory import (
+    get_change_feed,
+    get_named_actor,
+    get_or_create_record_room,
+    presence_actor_name,
+    record_room_name,
+)
+from objectos.data.actor import Actor
+from objectos.data.changelog import ChangeEntry, ChangeLog, ChangePage
+from objectos.data.filter import ColumnInfo
+from objectos.errors import ServiceUnavailable
+from objectos.realtime.feed import Backoff, ChangeFeed, Registration, TargetGone
+from objectos.realtime.presence import PresenceTracker
+from objectos.realtime.subscriptions import (
+    GatewayGone,
+    RecordVisibility,
+    SubscriptionRoom,
+    SubscriptionSpec,
+)
+
+logger = logging.getLogger("objectos.actors.realtime")
+
+
+class RoomPassivated(ServiceUnavailable):
+    """The room is passivating; activate it again (:func:`subscribe_records` does)."""
+
+
+def _gone(exc: BaseException) -> bool:
+    """An actor error that means the actor is dead for good, not restarting."""
+    return isinstance(exc, RayActorError) and not isinstance(exc, ActorUnavailableError)
+
+
+class RayGatewayDelivery:
+    """``deliver(gateway_name, batch)`` → ``<gateway actor>.deliver.remote(batch)``."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, Any] = {}
+
+    async def __call__(self, gateway: str, batch: Any) -> None:
+        handle = self._handles.get(gateway)
+        if handle is None:
+            handle = get_named_actor(gateway)
+            if handle is None:
+                raise GatewayGone(gateway)
+            self._handles[gateway] = handle
+        try:
+            await handle.deliver.remote(batch)
+        except RayActorError as exc:
+            self._handles.pop(gateway, None)
+            if _gone(exc):
+                raise GatewayGone(gateway) from exc
+            raise
+
+
+class FeedChangeSource:
+    """A ChangeSource that reads the change log through the feed actor."""
+
+    def __init__(self, feed: Any) -> None:
+        self._feed = feed
+
+    async def since(
+        self, cursor: int = 0, objects: Iterable[str] | None = None, limit: int = 100
+    ) -> ChangePage:
+        wanted = sorted(objects) if objects is not None else None
+        page: ChangePage = await self._feed.read.remote(cursor, wanted, limit)
+        return page
+
+    async def latest(self) -> int:
+        latest: int = await self._feed.latest.remote()
+        return latest
+
+
+def _feed_handle() -> Any:
+    feed = get_change_feed()
+    if feed is None:
+        raise ServiceUnavailable("the change feed is not running", details={"service": "feed"})
+    return feed
+
+
+class SubscriptionRoomActor:
+    """The record subscription room of one object (``room:records:<object>``)."""
+
+    def __init__(
+        self,
+        object_name: str,
+        *,
+        visibility: RecordVisibility,
+        columns: Mapping[str, ColumnInfo] | None = None,
+        idle_s: float = 30.0,
+        attach_interval_s: float = 5.0,
+        page_size: int = 500,
+    ) -> None:
+        """``visibility``: the permission engine (pickled into this actor); ``columns``:
+        ``DataEngine.tables.columns(object_name)`` for typed, checked filters."""
+        self.object_name = object_name
+        self.name = record_room_name(object_name)
+        self._feed = _feed_handle()
+        self._idle_s = idle_s
+        self._attach_interval_s = attach_interval_s
+        self._room = SubscriptionRoom(
+            self.name,
+            log=FeedChangeSource(self._feed),
+            visibility=visibility,
+            deliver=RayGatewayDelivery(),
+            objects=[object_name],
+            columns={object_name: dict(columns)} if columns is not None else None,
+            register=self._register,
+            page_size=page_size,
+        )
+        self._closing = False
+        self._busy = 0
+        self._empty_since = time.monotonic()
+        self._loop = asyncio.get_event_loop().create_task(self._maintain())
+
+    async def _register(self, objects: frozenset[str]) -> Registration:
+        registration: Registration = await self._feed.register.remote(self.name, sorted(objects))
+        return registration
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RoomPassivated(f"room {self.name} is passivating", details={"room": self.name})
+
+    # -- called by gateways ------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        spec: SubscriptionSpec | Mapping[str, Any],
+        connection_id: str,
+        gateway: str,
+        actor: Actor,
+    ) -> int:
+        """Subscribe (spec or raw client payload, narrowed to this object); return the cursor."""
+        self._check_open()
+        if not isinstance(spec, SubscriptionSpec):
+            spec = SubscriptionSpec.parse(spec)
+        self._busy += 1
+        try:
+            return await self._room.subscribe(
+                spec.for_objects([self.object_name]),
+                connection_id=connection_id,
+                gateway=gateway,
+                actor=actor,
+            )
+        finally:
+            self._busy -= 1
+            self._touch()
+
+    async def unsubscribe(self, connection_id: str, subscription_id: str) -> bool:
+        """Remove one subscription."""
+        removed = await self._room.unsubscribe(connection_id, subscription_id)
+        self._touch()
+        return removed
+
+    async def disconnect(self, connection_id: str) -> int:
+        """Remove every subscription of a connection."""
+        removed = self._room.disconnect(connection_id)
+        self._touch()
+        return removed
+
+    # -- called by the feed -------------------------------------------------------------------
+
+    async def push(self, entries: Sequence[ChangeEntry]) -> int:
+        """Changes of this object, in server order; returns once delivered."""
+        if self._closing:
+            raise RoomPassivated(f"room {self.name} is passivating", details={"room": self.name})
+        return await self._room.push(entries)
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Subscriptions, cursor and counters."""
+        return {
+            "name": self.name,
+            "object": self.object_name,
+            "cursor": self._room.cursor,
+            "closing": self._closing,
+            "subscriptions": self._room.subscriptions(),
+            "stats": dict(self._room.stats),
+        }
+
+    async def passivate(self) -> bool:
+        """Passivate now if nobody is subscribed (the actor exits just after); else False."""
+        if self._room.subscriber_count or self._busy or self._closing:
+            return False
+        self._closing = True
+        self._loop.cancel()
+        self._loop = asyncio.get_event_loop().create_task(self._close())
+        return True
+
+    def _touch(self) -> None:
+        if self._room.subscriber_count == 0:
+            self._empty_since = time.monotonic()
+
+    async def _maintain(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(min(self._attach_interval_s, self._idle_s))
+            try:
+                if self._room.subscriber_count:
+                    # Cheap when the feed knows us; a catch-up from the log when it did not.
+                    await self._room.attach()
+                elif not self._busy and time.monotonic() - self._empty_since >= self._idle_s:
+                    await self._close()
+                    return
+            except Exception as exc:
+                logger.warning("room %s maintenance failed: %r", self.name, exc)
+
+    async def _close(self) -> None:
+        self._closing = True
+        try:
+            await self._feed.unregister.remote(self.name)
+        except Exception as exc:  # the feed forgets us anyway once we are gone
+            logger.info("room %s could not unregister: %r", self.name, exc)
+        ray.actor.exit_actor()
+
+
+class PresenceActor:
+    """One presence shard (``presence:<shard>``)."""
+
+    def __init__(
+        self, shard: int, *, timeout_s: float = 30.0, sweep_interval_s: float | None = None
+    ) -> None:
+        """Connections silent for ``timeout_s`` go offline; swept every ``sweep_interval_s``."""
+        self.shard = shard
+        self.name = presence_actor_name(shard)
+        self._tracker = PresenceTracker(RayGatewayDelivery(), timeout_s=timeout_s)
+        self._sweep_s = sweep_interval_s if sweep_interval_s is not None else timeout_s / 3
+        self._loop = asyncio.get_event_loop().create_task(self._sweep())
+
+    async def join(
+        self, room: str, connection_id: str, user_id: str, gateway: str, status: str = "online"
+    ) -> dict[str, Any]:
+        """``presence:join``; returns the room's snapshot (also sent to the joiner)."""
+        snapshot = await self._tracker.join(
+            room, connection_id=connection_id, user_id=user_id, gateway=gateway, status=status
+        )
+        return snapshot.to_dict()
+
+    async def update(self, room: str, connection_id: str, status: str) -> dict[str, Any]:
+        """``presence:update``; returns the room's snapshot."""
+        snapshot = await self._tracker.update(room, connection_id=connection_id, status=status)
+        return snapshot.to_dict()
+
+    async def leave(self, room: str, connection_id: str) -> bool:
+        """``presence:leave``."""
+        return await self._tracker.leave(room, connection_id=connection_id)
+
+    async def heartbeat(self, connection_ids: Sequence[str]) -> list[str]:
+        """Heartbeats of many connections at once; returns those unknown here (join again)."""
+        return [c for c in connection_ids if not await self._tracker.heartbeat(c)]
+
+    async def disconnect(self, connection_id: str) -> int:
+        """The connection closed; returns how many rooms it left."""
+        return await self._tracker.disconnect(connection_id)
+
+    async def snapshot(self, room: str) -> dict[str, Any]:
+        """Who is in ``room``."""
+        return self._tracker.snapshot(room).to_dict()
+
+    async def users_on_object(self, object_name: str) -> list[dict[str, str]]:
+        """Users in an object's room or any of its record rooms."""
+        return [u.to_dict() for u in self._tracker.users_on_object(object_name)]
+
+    async def users_on_record(self, object_name: str, record_id: str) -> list[dict[str, str]]:
+        """Users in one record's room."""
+        return [u.to_dict() for u in self._tracker.users_on_record(object_name, record_id)]
+
+    async def status(self) -> dict[str, Any]:
+        """Rooms, connections and counters."""
+        return {
+            "name": self.name,
+            "rooms": self._tracker.rooms(),
+            "connections": self._tracker.connection_count(),
+            "stats": dict(self._tracker.stats),
+        }
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_s)
+            try:
+                await self._tracker.expire()
+            except Exception as exc:
+                logger.warning("presence %s sweep failed: %r", self.name, exc)
+
+
+class ChangeFeedActor:
+    """Tails the change log at ``database_url`` and pushes changes to record rooms."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        page_size: int = 500,
+        idle_initial_s: float = 0.05,
+        idle_max_s: float = 2.0,
+        max_attempts: int = 5,
+    ) -> None:
+        """Polls from 50 ms up to ``idle_max_s`` while idle; :meth:`nudge` looks at once."""
+        # Imported here: only the feed talks to the database, rooms do not load SQL drivers.
+        from objectos.data.schema import ObjectTables, create_engine
+        from objectos.metadata.registry import MetadataRegistry
+
+        self._engine = create_engine(database_url)
+        tables = ObjectTables(MetadataRegistry.from_objects([]))
+        self._log = ChangeLog(self._engine, tables.change_log, tables.sequence)
+        self._rooms: dict[str, Any] = {}
+        self._feed = ChangeFeed(
+            self._log,
+            self._dispatch,
+            page_size=page_size,
+            idle=Backoff(idle_initial_s, idle_max_s),
+            max_attempts=max_attempts,
+        )
+        self._ready = asyncio.get_event_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        # The tables may not exist yet (the data engine migrates them): keep trying.
+        retry = Backoff(0.2, 5.0)
+        while True:
+            try:
+                await self._feed.start()
+                return
+            except Exception as exc:
+                logger.warning("change feed cannot start yet: %r", exc)
+                await asyncio.sleep(retry.next())
+
+    async def _dispatch(self, target: str, entries: Sequence[ChangeEntry]) -> None:
+        handle = self._rooms.get(target)
+        if handle is None:
+            handle = get_named_actor(target)
+            if handle is None:
+                raise TargetGone(target)
+            self._rooms[target] = handle
+        try:
+            await handle.push.remote(list(entries))
+        except RoomPassivated as exc:
+            self._rooms.pop(target, None)
+            raise TargetGone(target) from exc
+        except RayActorError as exc:
+            self._rooms.pop(target, None)
+            if _gone(exc):
+                raise TargetGone(target) from exc
+            raise
+
+    async def register(self, target: str, objects: Sequence[str]) -> Registration:
+        """Push changes of ``objects`` to the actor named ``target`` (a room) from now on."""
+        await self._ready
+        return self._feed.register(target, objects)
+
+    async def unregister(self, target: str, objects: Sequence[str] | None = None) -> bool:
+        """Stop pushing to ``target``."""
+        self._rooms.pop(target, None)
+        return self._feed.unregister(target, objects)
+
+    async def nudge(self) -> None:
+        """Something was committed: read now."""
+        self._feed.nudge()
+
+    async def read(
+        self, cursor: int, objects: Sequence[str] | None = None, limit: int = 500
+    ) -> ChangePage:
+        """A page of the change log (rooms replay through this)."""
+        return await self._log.since(cursor, objects, limit)
+
+    async def latest(self) -> int:
+        """The newest committed server version."""
+        return await self._log.latest()
+
+    async def status(self) -> dict[str, Any]:
+        """Cursor, targets and counters."""
+        return {
+            "cursor": self._feed.cursor,
+            "running": self._feed.running,
+            "targets": self._feed.targets(),
+            "stats": dict(self._feed.stats),
+        }
+
+
+async def subscribe_records(
+    payload: SubscriptionSpec | Mapping[str, Any],
+    *,
+    connection_id: str,
+    gateway: str,
+    actor: Actor,
+    visibility: RecordVisibility,
+    columns: Mapping[str, Mapping[str, ColumnInfo]] | None = None,
+    attempts: int = 5,
+    **room_options: Any,
+) -> dict[str, Any]:
+    """What a gateway does for a client's ``subscribe``: one room per object, activated as needed.
+
+    Returns the ack ``{ok: True, cursor, rooms}``: ``cursor`` is the lowest of the
+    rooms' cursors (a safe ``since`` for all of them) and ``rooms`` the room actor
+    names, for ``unsubscribe``/``disconnect``. A room that is passivating or died
+    is activated again (up to ``attempts`` times). ``visibility``, ``columns``
+    (per object) and ``room_options`` only count for rooms this call creates.
+    Errors in the payload raise InvalidField/InvalidFilter/ObjectNotFound.
+    """
+    spec = payload if isinstance(payload, SubscriptionSpec) else SubscriptionSpec.parse(payload)
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    _feed_handle()  # a clear error instead of rooms that die in their constructor
+    cursors: list[int] = []
+    rooms: list[str] = []
+    for object_name in spec.objects:
+        options = dict(room_options, visibility=visibility)
+        if columns is not None and object_name in columns:
+            options["columns"] = dict(columns[object_name])
+        cursor = 0
+        for attempt in range(1, attempts + 1):
+            room = get_or_create_record_room(object_name, **options)
+            try:
+                cursor = await room.subscribe.remote(
+                    spec.for_objects([object_name]), connection_id, gateway, actor
+                )
+                break
+            except (RoomPassivated, RayActorError):
+                if attempt == attempts:
+                    raise
+                # The old actor still holds the name until Ray has reaped it.
+                await asyncio.sleep(0.1 * attempt)
+        cursors.append(cursor)
+        rooms.append(record_room_name(object_name))
+    return {"ok": True, "cursor": min(cursors), "rooms": rooms}
+
+
+__all__ = [
+    "ChangeFeedActor",
+    "FeedChangeSource",
+    "PresenceActor",
+    "RayGatewayDelivery",
+    "RoomPassivated",
+    "SubscriptionRoomActor",
+    "subscribe_records",
+]
