@@ -879,9 +879,11 @@ class SecuredDataService:
             return
         assert subject.user is not None
         operation = OPERATION_OF_ACTION[action]
-        policies = self.permissions.rls.applicable(
-            object_name, operation, self.permissions.holds(subject)
+        holds = self.permissions.holds(subject)
+        checks = self.permissions.rls.check_filters(
+            subject.user, object_name, operation, holds=holds
         )
+        policies = self.permissions.rls.applicable(object_name, operation, holds)
         if not policies:
             return
         using = self.permissions.rls.using(
@@ -890,15 +892,18 @@ class SecuredDataService:
             operation,
             table,
             self.data.tables.columns(object_name),
-            holds=self.permissions.holds(subject),
+            holds=holds,
         )
         names = ", ".join(p.name for p in policies)
         if using is not None and record_id not in await self._ids_where(
             object_name, [record_id], using
         ):
             decided.deny(f"row-level security ({names}) hides this record from you")
-        else:
-            decided.grant(f"row-level security ({names}) lets this record through")
+            return
+        decided.grant(f"row-level security ({names}) lets this record through")
+        if checks:
+            names = ", ".join(policy.name for policy, _ in checks)
+            decided.grant(f"the written row must also pass the row-level security check of {names}")
 
 
 def _rolled_back(

@@ -100,7 +100,10 @@ def load_security(registry: MetadataRegistry) -> SecurityConfig:
         try:
             parsed = validate_model(model, item.body, source=item.source, node=node)
         except ManifestError as exc:
-            problems.errors.extend(exc.field_errors)
+            problems.errors.extend(
+                FieldError(e.field, e.code, e.message.removeprefix("Value error, "))
+                for e in exc.field_errors
+            )
             problems.files.append(item.source)
             continue
         if isinstance(parsed, SharingConfig):
