@@ -831,6 +831,9 @@ class SecuredDataService:
         else:
             ok, verb = name in access.readable, "read"
         grants = self.permissions.field_grants(object_name, name)
+        if grants is None and not ok:
+            decided.deny(f"{object_name}.{name} is computed from fields you may not read")
+            return
         if grants is None:
             decided.grant(f"{object_name}.{name} is not restricted by field permissions")
             return

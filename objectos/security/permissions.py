@@ -22,7 +22,9 @@ RLS; ``view_all_data`` does so for reading.
 
 **Fields.** A field that any permission set lists under ``fields`` is
 *controlled*: only the actor's sets that list it grant read or edit on it. A
-field no set lists is readable (and writable) whenever its object is. System
+field no set lists is readable (and writable) whenever its object is. A
+formula reading a field the actor cannot read, and a summary over a child
+field it cannot read, are not readable either (they would reveal it). System
 fields (``id``, ``owner``, ``version`` ...) are always readable and never
 client-writable. ``hidden`` in object metadata is a UI hint, not security.
 
@@ -54,8 +56,9 @@ from objectos.data.actor import Actor
 from objectos.data.filter import ColumnInfo, compile_filter
 from objectos.data.schema import ObjectTables
 from objectos.errors import InvalidField, PermissionDenied
+from objectos.metadata.expression import Expression
 from objectos.metadata.registry import MetadataRegistry
-from objectos.protocol.object import SYSTEM_FIELDS
+from objectos.protocol.object import SYSTEM_FIELDS, FieldType
 from objectos.protocol.permission import (
     MODIFY_ALL_DATA,
     VIEW_ALL_DATA,
@@ -307,6 +310,22 @@ class PermissionEngine:
         if subject.view_all_data:
             granted_by["read"] = (*granted_by.get("read", ()), VIEW_ALL_DATA)
             view_all = True
+        readable, editable = self._field_access(subject, object_name)
+        return ObjectAccess(
+            object_name,
+            frozenset(granted_by),
+            view_all,
+            modify_all,
+            frozenset(readable),
+            frozenset(editable),
+            granted_by,
+        )
+
+    def _field_access(
+        self, subject: Subject, object_name: str, depth: int = 0
+    ) -> tuple[set[str], set[str]]:
+        """Readable and editable fields of an object for a (non-superuser) subject."""
+        obj = self.registry.get_object(object_name)
         held = frozenset(subject.permission_sets)
         controlled = self._controlled.get(object_name, {})
         readable = set(SYSTEM_FIELDS)
@@ -322,15 +341,42 @@ class PermissionEngine:
                 readable.add(name)
             if not editors.isdisjoint(held):
                 editable.add(name)
-        return ObjectAccess(
-            object_name,
-            frozenset(granted_by),
-            view_all,
-            modify_all,
-            frozenset(readable),
-            frozenset(editable),
-            granted_by,
-        )
+        if not subject.view_all_data:
+            readable -= self._derived_from_hidden(subject, object_name, readable, depth)
+        return readable, editable
+
+    def _derived_from_hidden(
+        self, subject: Subject, object_name: str, readable: set[str], depth: int
+    ) -> set[str]:
+        """Computed fields that would reveal a hidden field: formulas reading one, and
+        summaries over a child field the subject may not read."""
+        obj = self.registry.get_object(object_name)
+        known = set(obj.fields) | set(SYSTEM_FIELDS)
+        hidden: set[str] = set()
+        changed = True
+        while changed:  # formulas may read formulas: repeat until nothing new is hidden
+            changed = False
+            for name, fld in obj.fields.items():
+                if name in hidden or name not in readable:
+                    continue
+                if fld.type == FieldType.FORMULA and fld.expression:
+                    reads = Expression(fld.expression).names & known
+                    reveals = not reads <= readable - hidden
+                elif fld.type == FieldType.SUMMARY and fld.summaryOperations is not None:
+                    ops = fld.summaryOperations
+                    # Summaries nest (a summary over a summary); a bounded walk suffices.
+                    child = (
+                        self._field_access(subject, ops.object, depth + 1)[0]
+                        if depth < 4
+                        else set()
+                    )
+                    reveals = ops.field is not None and ops.field not in child
+                else:
+                    continue
+                if reveals:
+                    hidden.add(name)
+                    changed = True
+        return hidden
 
     def require(self, actor: Actor, object_name: str, action: Action) -> ObjectAccess:
         """The actor's access to the object; PermissionDenied (403) without ``action``."""

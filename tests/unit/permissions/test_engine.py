@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from objectos.data import Actor
-from objectos.data.query import QuerySpec
+from objectos.data.query import QuerySpec, parse_list_params
+from objectos.errors import FieldNotAccessible
 from objectos.metadata import MetadataRegistry
-from objectos.protocol.permission import ObjectPermission, PermissionSet, SecurityConfig
+from objectos.protocol.permission import (
+    FieldPermission,
+    ObjectPermission,
+    PermissionSet,
+    SecurityConfig,
+)
 from objectos.security.permissions import PermissionEngine
 
 from .conftest import Hub
@@ -61,3 +69,31 @@ async def test_a_directory_change_reaches_the_next_request(crm: Hub) -> None:
     crm.directory.assign("ed", ["west_rep"])  # ed moves to the west team, with his deal
     assert await ids(erin) == {"o1", "o4"}
     assert await ids(will) == {"o2", "o3"}
+
+
+async def test_computed_fields_do_not_reveal_hidden_ones(crm: Hub) -> None:
+    config = crm.permissions.config.model_copy(deep=True)
+    manager = next(ps for ps in config.permissionSets if ps.name == "sales_manager")
+    manager.fields["opportunity.amount"] = FieldPermission(readable=True, editable=True)
+    manager.fields["opportunity_line_item.unit_price"] = FieldPermission(readable=True)
+    secure = crm.with_config(config)
+    eve, erin = crm.as_("eve"), crm.as_("erin")
+
+    rep_view = await secure.find_one("opportunity", "o1", actor=eve)
+    # expected_revenue = amount * probability; line_item_total sums total = quantity * unit_price
+    assert {"amount", "expected_revenue", "line_item_total"}.isdisjoint(rep_view)
+    assert rep_view["line_item_count"] == 1  # a count reveals no hidden value
+    item = await secure.find_one("opportunity_line_item", "li1", actor=eve)
+    assert {"unit_price", "total"}.isdisjoint(item) and item["quantity"] == 2
+    with pytest.raises(FieldNotAccessible):
+        await secure.find(
+            "opportunity", parse_list_params({"sort": "-expected_revenue"}), actor=eve
+        )
+    decision = await secure.explain(eve, "read", "opportunity", field="expected_revenue")
+    assert decision.reasons[-1] == (
+        "opportunity.expected_revenue is computed from fields you may not read"
+    )
+
+    manager_view = await secure.find_one("opportunity", "o1", actor=erin)
+    assert manager_view["expected_revenue"] == 5_000  # 50,000 at 10 %
+    assert manager_view["line_item_total"] == 200
