@@ -16,15 +16,15 @@ spends them locally, and asks again when they run out.
 Precision, and what it costs:
 
 * Every admitted request spent a token the store handed out, so tokens cannot
-  be minted. A lease is only spendable for the time the store needs to earn
-  its tokens back (``granted / rate``, at most ``max_lease_s``); in any window
-  a client gets at most ``burst + rate * window`` requests, plus at most one
-  lease per replica (tokens a replica leased and hands back unspent after the
-  store refilled).
+  be minted; a replica holds at most one lease per client, and unspent
+  tokens go back to the store. So in any window a client gets at most
+  ``burst + rate * window`` requests (the exact bucket) plus the tokens
+  replicas held when the window began: at most ``replicas * lease`` more.
 * A client can be refused early by at most the unspent tokens other replicas
-  hold, ``(replicas - 1) * lease``, and only until those leases expire and
-  are handed back (with that replica's next store call for the client). The
-  lease is capped at a quarter of the burst to keep this small.
+  hold, ``(replicas - 1) * lease``, and only until those leases expire
+  (``max_lease_s``) and are handed back (with that replica's next store call
+  for the client). The lease is capped at a quarter of the burst to keep
+  this small.
 * Store calls: one per ``lease`` admitted requests per client and replica;
   a refused client is remembered until its ``Retry-After``, so a flood of
   refused requests costs no store calls.
@@ -228,8 +228,10 @@ class TokenLeases:
             entry.refused_until = now + grant.retry_after
             return grant.retry_after
         entry.tokens = grant.tokens - 1
-        # Spendable only while the store earns these tokens back (module doc).
-        entry.expires = now + min(self._max_lease_s, grant.tokens / rule.rate)
+        # Expiry does not bound the overshoot (one lease per replica does, see
+        # the module doc); it stops tokens idling here while the client's
+        # other requests land on other replicas.
+        entry.expires = now + self._max_lease_s
         return 0.0
 
     async def _take(self, key: str, rule: RateLimitRule, refund: int) -> Grant:

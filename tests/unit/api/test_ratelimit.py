@@ -207,7 +207,7 @@ async def test_unspent_tokens_of_an_expired_lease_go_back_to_the_store(clock: Ma
 async def test_an_expired_lease_is_not_spent_locally_but_handed_back(clock: ManualClock) -> None:
     store = GatedStore(MemoryBucketStore(clock))
     replica = TokenLeases(store, lease=10, clock=clock)
-    await replica.acquire("k", RULE)  # leases 10, valid for 10 / (10 per s) = 1 s
+    await replica.acquire("k", RULE)  # leases 10, valid for max_lease_s = 1 s
     clock.advance(0.5)
     await replica.acquire("k", RULE)  # from the lease: 8 left
     assert store.calls == 1
@@ -251,6 +251,16 @@ async def test_no_window_admits_more_than_burst_plus_rate_plus_one_lease_per_rep
     # Over the long run it gets its rate, no more and not much less.
     duration = admitted[-1] - admitted[0]
     assert rule.rate * duration * 0.9 <= len(admitted) <= rule.burst + rule.rate * duration + 1
+
+
+async def test_a_lease_lasts_max_lease_s_even_when_the_rate_is_high(clock: ManualClock) -> None:
+    rule = RateLimitRule(rate=1_000_000, burst=1_000_000)
+    store = GatedStore(MemoryBucketStore(clock))
+    replica = TokenLeases(store, lease=10, max_lease_s=1.0, clock=clock)
+    for _ in range(100):
+        clock.advance(0.001)
+        assert await replica.acquire("k", rule) == 0.0
+    assert store.calls == 10  # one per lease, however fast the store refills
 
 
 async def test_a_client_under_its_limit_is_never_refused_across_replicas(
@@ -380,6 +390,7 @@ def app_client() -> Callable[..., httpx.AsyncClient]:
 
 
 SETTINGS = RateLimitSettings(
+    enabled=True,
     default=RateLimitRule(rate=1, burst=3),
     routes={"/api/v1/auth": RateLimitRule(rate=1, burst=1)},
 )
@@ -494,6 +505,10 @@ async def test_identify_replaces_the_default_identity() -> None:
         a = [(await client.get("/x", headers={"x-tenant": "a"})).status_code for _ in range(4)]
         b = [(await client.get("/x", headers={"x-tenant": "b"})).status_code for _ in range(4)]
     assert a == b == [200, 200, 200, 429]
+
+
+def test_rate_limiting_is_off_unless_the_manifest_turns_it_on() -> None:
+    assert RateLimitSettings().enabled is False
 
 
 def test_settings_refuse_bad_prefixes_and_networks() -> None:
