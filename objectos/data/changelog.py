@@ -10,24 +10,62 @@ it increases in commit order without gaps and a reader that has seen version
 
 Sync pulls, realtime catch-up (``since: cursor``) and audit read it with
 :meth:`ChangeLog.since`.
+
+For the audit trail every row also carries ``previous`` — the values the
+changed fields had before the write (on a delete: the whole record as it
+was; ``None`` on a create) — and ``context``, the request the writer acted
+in (:attr:`objectos.data.actor.Actor.context`: ``ip``, ``userAgent``,
+``requestId``, ``traceId``). Both stay out of :meth:`ChangeEntry.to_dict`:
+old values and client addresses are for auditors, not for sync and realtime
+subscribers. Databases created before these columns existed get them added
+in place by :meth:`ChangeLog.upgrade` (nullable, so old rows read as
+``previous=None``, ``context={}``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from objectos.data.schema import WRITE_OPTION
+from objectos.data.schema import WRITE_OPTION, ObjectTables
 from objectos.data.sequence import CHANGE_LOG_SEQUENCE, allocate, current
+from objectos.metadata.registry import MetadataRegistry
 
 Operation = Literal["create", "update", "delete"]
 
 MAX_PAGE = 10_000
+
+#: pg_advisory_xact_lock key serialising :meth:`ChangeLog.upgrade` across processes.
+_PG_UPGRADE_LOCK_KEY = 0x0B7EC7_C1
+
+
+def _audit_columns() -> list[sa.Column[Any]]:
+    """Columns added to ``_change_log`` for the audit trail (all nullable: old rows stay valid)."""
+    return [
+        sa.Column(
+            "previous",
+            sa.JSON(),
+            nullable=True,
+            comment="Values of the changed fields before the write (delete: the whole record).",
+        ),
+        sa.Column(
+            "context",
+            sa.JSON(),
+            nullable=True,
+            comment="The writer's request: ip, userAgent, requestId, traceId.",
+        ),
+    ]
+
+
+AUDIT_COLUMNS = tuple(column.name for column in _audit_columns())
+"""Names of the change log columns that exist for the audit trail."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +79,10 @@ class Change:
     changed_fields: list[str]
     record: dict[str, Any] | None
     actor: str | None
+    previous: dict[str, Any] | None = None
+    """Old values of ``changed_fields`` (update), the last state (delete), None (create)."""
+    context: Mapping[str, str] | None = None
+    """The writer's request (``Actor.context``); None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +98,14 @@ class ChangeEntry:
     record: dict[str, Any] | None
     actor: str | None
     at: dt.datetime
+    previous: dict[str, Any] | None = None
+    context: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape used by sync pulls and realtime catch-up."""
+        """The JSON shape used by sync pulls and realtime catch-up.
+
+        Without ``previous`` and ``context`` (see the module docstring).
+        """
         return {
             "seq": self.seq,
             "object": self.object,
@@ -85,10 +132,56 @@ class ChangeLog:
     """Reads (and, for the data engine, appends to) the change log table."""
 
     def __init__(self, engine: AsyncEngine, table: sa.Table, sequence: sa.Table) -> None:
-        """``table`` is ``_change_log`` and ``sequence`` the ``_sequence`` counter table."""
+        """``table`` is ``_change_log`` and ``sequence`` the ``_sequence`` counter table.
+
+        The audit columns (:data:`AUDIT_COLUMNS`) are added to ``table`` here
+        when it lacks them: this module owns them, so a database created from
+        these tables has them from the start.
+        """
         self._engine = engine
+        for column in _audit_columns():
+            if column.name not in table.c:
+                table.append_column(column)
         self.table = table
         self.sequence = sequence
+
+    @classmethod
+    def open(cls, engine: AsyncEngine) -> ChangeLog:
+        """The change log of ``engine``'s database, for readers without object metadata.
+
+        The audit plugin tails the log this way; the tables must already
+        exist (the data plugin migrates them).
+        """
+        tables = ObjectTables(MetadataRegistry.from_objects([]))
+        return cls(engine, tables.change_log, tables.sequence)
+
+    async def upgrade(self) -> list[str]:
+        """Add missing audit columns to an existing ``_change_log`` in place; return their names.
+
+        Never drops or rewrites anything: old rows keep ``NULL`` there. Does
+        nothing (and returns ``[]``) when the table is current or does not
+        exist yet (the schema migration creates it complete).
+        """
+        async with self._engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+            return await conn.run_sync(self._upgrade_sync)
+
+    def _upgrade_sync(self, conn: sa.Connection) -> list[str]:
+        if conn.dialect.name == "postgresql":
+            # Two processes upgrading together: the second waits, then sees the columns.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_UPGRADE_LOCK_KEY)))
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(self.table.name):
+            return []
+        live = {column["name"] for column in inspector.get_columns(self.table.name)}
+        operations = Operations(MigrationContext.configure(conn))
+        added = []
+        for column in _audit_columns():
+            if column.name not in live:
+                # A nullable column without default: a plain ALTER TABLE ADD COLUMN on
+                # both SQLite and PostgreSQL, no table rebuild.
+                operations.add_column(self.table.name, column)
+                added.append(column.name)
+        return added
 
     async def append(
         self, conn: AsyncConnection, changes: Sequence[Change], *, at: dt.datetime
@@ -113,6 +206,8 @@ class ChangeLog:
                 "record": c.record,
                 "actor": c.actor,
                 "at": at,
+                "previous": c.previous,
+                "context": dict(c.context) if c.context else None,
             }
             for i, c in enumerate(changes)
         ]
@@ -169,7 +264,9 @@ def _entry(row: Any) -> ChangeEntry:
         record=row["record"],
         actor=row["actor"],
         at=row["at"],
+        previous=row.get("previous"),
+        context=dict(row.get("context") or {}),
     )
 
 
-__all__ = ["Change", "ChangeEntry", "ChangeLog", "ChangePage", "Operation"]
+__all__ = ["AUDIT_COLUMNS", "Change", "ChangeEntry", "ChangeLog", "ChangePage", "Operation"]

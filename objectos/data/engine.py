@@ -57,7 +57,7 @@ from objectos.data.actor import Actor
 from objectos.data.changelog import Change, ChangeLog, Operation
 from objectos.data.filter import ColumnInfo, compile_filter, filter_fields, normalize_filter
 from objectos.data.hooks import DataHooks
-from objectos.data.migrate import MigrationPlan, migrate
+from objectos.data.migrate import MigrationPlan, MigrationStep, migrate
 from objectos.data.query import (
     MAX_EXPAND_DEPTH,
     QuerySpec,
@@ -340,7 +340,12 @@ class DataEngine:
 
     async def migrate(self, *, dry_run: bool = False) -> MigrationPlan:
         """Bring the database schema to the current metadata (see :mod:`objectos.data.migrate`)."""
-        return await migrate(self._engine, self.tables, dry_run=dry_run)
+        plan = await migrate(self._engine, self.tables, dry_run=dry_run)
+        if not dry_run:  # change logs of older databases get the audit columns in place
+            for name in await self.change_log.upgrade():
+                plan.steps.append(MigrationStep("add_column", "_change_log", name, "audit column"))
+                plan.applied = True
+        return plan
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -871,6 +876,7 @@ class DataEngine:
         version: int,
         changed: Sequence[str],
         record: dict[str, Any] | None,
+        previous: dict[str, Any] | None = None,
     ) -> None:
         tx.changes.append(
             Change(
@@ -881,6 +887,8 @@ class DataEngine:
                 list(changed),
                 record,
                 tx.actor.user_id,
+                previous,
+                tx.actor.context,
             )
         )
 
@@ -1032,7 +1040,10 @@ class DataEngine:
                 details={"object": plan.obj.name, "id": current["id"]},
             )
         snapshot = self._to_json(plan, record)
-        self._log(tx, plan, record["id"], "update", record["version"], sorted(changed), snapshot)
+        before = self._to_json(plan, {k: current[k] for k in changed if k in current})
+        self._log(
+            tx, plan, record["id"], "update", record["version"], sorted(changed), snapshot, before
+        )
         return snapshot
 
     async def _system_update(
@@ -1147,7 +1158,7 @@ class DataEngine:
         t = plan.table
         await tx.conn.execute(t.delete().where(t.c.id == current["id"]))
         snapshot = self._to_json(plan, current)
-        self._log(tx, plan, current["id"], "delete", current["version"], [], snapshot)
+        self._log(tx, plan, current["id"], "delete", current["version"], [], snapshot, snapshot)
         self._after_event(
             tx, "afterDelete", plan, {"input": {"id": current["id"]}, "previous": snapshot}
         )
