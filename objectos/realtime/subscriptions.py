@@ -304,6 +304,30 @@ class _Subscriber:
         return (self.connection_id, self.subscription_id)
 
 
+class _Change:
+    """One change as every subscriber sees it, so shared work is done once per change."""
+
+    __slots__ = ("entry", "event_name", "timestamp", "views")
+
+    def __init__(self, entry: ChangeEntry) -> None:
+        self.entry = entry
+        self.event_name = _EVENT_OF_OPERATION.get(entry.operation)
+        self.timestamp = entry.at.isoformat().replace("+00:00", "Z")
+        self.views: dict[frozenset[str], tuple[dict[str, Any], tuple[str, ...]]] = {}
+
+    def view(self, readable: frozenset[str]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The record and changed fields restricted to ``readable`` (shared, never mutated)."""
+        view = self.views.get(readable)
+        if view is None:
+            record = self.entry.record or {}
+            view = (
+                {k: v for k, v in record.items() if k in readable},
+                tuple(f for f in self.entry.changed_fields if f in readable),
+            )
+            self.views[readable] = view
+        return view
+
+
 Register = Callable[[frozenset[str]], Awaitable[Registration]]
 """``await register(objects)``: make the feed push changes of ``objects`` to this room."""
 
@@ -345,6 +369,7 @@ class SubscriptionRoom:
         self._delivery_attempts = max(1, delivery_attempts)
         self._retry_delay_s = retry_delay_s
         self._subscribers: dict[tuple[str, str], _Subscriber] = {}
+        self._field_sets: dict[frozenset[str], frozenset[str]] = {}
         self._attached: frozenset[str] = frozenset()
         self._cursor: int | None = None
         self._ingest_lock = asyncio.Lock()
@@ -446,6 +471,8 @@ class SubscriptionRoom:
                     )
                 columns = known
             fields = frozenset(self._visibility.readable_fields(actor, name))
+            # Interned: subscribers with the same fields share one view per change.
+            fields = self._field_sets.setdefault(fields, fields)
             readable[name] = fields
             if columns is not None:
                 columns = {k: v for k, v in columns.items() if k in fields}
@@ -589,13 +616,19 @@ class SubscriptionRoom:
                 continue
             self._cursor = entry.seq
             self.stats["pushed"] += 1
+            change: _Change | None = None
             for subscriber in list(self._subscribers.values()):
                 if entry.object not in subscriber.objects:
                     continue
                 if not subscriber.live:
                     subscriber.backlog.append(entry)
                     continue
-                events = self._events_for(subscriber, [entry])
+                if entry.seq <= subscriber.cursor:
+                    continue
+                subscriber.cursor = entry.seq
+                if change is None:
+                    change = _Change(entry)  # what all subscribers share, computed once
+                events = self._events_of(subscriber, change)
                 if events:
                     per_gateway = out.setdefault(subscriber.gateway, {})
                     per_gateway.setdefault(subscriber.connection_id, []).extend(events)
@@ -610,25 +643,26 @@ class SubscriptionRoom:
             if entry.seq <= subscriber.cursor:
                 continue
             subscriber.cursor = entry.seq
-            try:
-                events.extend(self._events_of(subscriber, entry))
-            except Exception as exc:
-                # A permission check that breaks must not stop everyone's events.
-                logger.error(
-                    "room %s: cannot evaluate change %d for %s: %r",
-                    self.name,
-                    entry.seq,
-                    subscriber.key,
-                    exc,
-                )
+            events.extend(self._events_of(subscriber, _Change(entry)))
         return events
 
-    def _events_of(self, subscriber: _Subscriber, entry: ChangeEntry) -> list[RecordEvent]:
-        record = entry.record
-        if entry.object not in subscriber.objects or record is None:
+    def _events_of(self, subscriber: _Subscriber, change: _Change) -> list[RecordEvent]:
+        try:
+            return self._evaluate(subscriber, change)
+        except Exception as exc:
+            # A permission check that breaks must not stop everyone's events.
+            logger.error(
+                "room %s: cannot evaluate change %d for %s: %r",
+                self.name,
+                change.entry.seq,
+                subscriber.key,
+                exc,
+            )
             return []
-        event_name = _EVENT_OF_OPERATION.get(entry.operation)
-        if event_name is None:
+
+    def _evaluate(self, subscriber: _Subscriber, change: _Change) -> list[RecordEvent]:
+        entry, record, event_name = change.entry, change.entry.record, change.event_name
+        if record is None or event_name is None or entry.object not in subscriber.objects:
             return []
         wants_fields = entry.operation == "update" and FIELD_CHANGED in subscriber.events
         if event_name not in subscriber.events and not wants_fields:
@@ -638,12 +672,9 @@ class SubscriptionRoom:
             return []
         if not subscriber.matchers[entry.object](record):
             return []
-        readable = subscriber.readable[entry.object]
-        changed = tuple(f for f in entry.changed_fields if f in readable)
+        visible, changed = change.view(subscriber.readable[entry.object])
         if entry.operation == "update" and not changed:
             return []  # nothing this subscriber may read changed
-        visible = {k: v for k, v in record.items() if k in readable}
-        timestamp = entry.at.isoformat().replace("+00:00", "Z")
 
         def event(name: str, fields: tuple[str, ...]) -> RecordEvent:
             return RecordEvent(
@@ -655,7 +686,7 @@ class SubscriptionRoom:
                 changed_fields=fields,
                 version=entry.version,
                 cursor=entry.seq,
-                timestamp=timestamp,
+                timestamp=change.timestamp,
             )
 
         events: list[RecordEvent] = []
