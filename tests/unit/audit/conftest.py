@@ -8,10 +8,13 @@ the sample CRM migrated into it, ``store`` the audit tables next to it, and
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -100,3 +103,19 @@ async def store(database: AsyncEngine) -> AuditStore:
 def projection(data: DataEngine, store: AuditStore) -> AuditProjection:
     """The change log of ``data`` projected into ``store`` (not started)."""
     return AuditProjection(data.change_log, store, batch_size=50)
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout_s: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``.
+
+    For conditions reached by a background task (projection, sink); the
+    timeout only bounds a broken test, it asserts nothing about speed.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(0.01)
