@@ -92,14 +92,32 @@ async def seed(data: DataEngine, records: int) -> None:
             raise SystemExit(f"seeding failed: {failed[0].error}")
 
 
-async def rate(call: Callable[[], Awaitable[Any]], seconds: float) -> float:
-    """Calls per second of ``call``, run back to back for ``seconds``."""
-    done, started = 0, time.perf_counter()
-    deadline = started + seconds
+async def paired_rates(
+    off: Callable[[], Awaitable[Any]],
+    on: Callable[[], Awaitable[Any]],
+    seconds: float,
+    batch: int = 5,
+) -> dict[str, tuple[float, float]]:
+    """``{side: (calls per wall second, CPU ms per call)}`` of ``off`` and ``on``.
+
+    The two run interleaved in small batches for ``seconds``, so both see the
+    same background load (the machine is shared). CPU time is this process's
+    (every thread, so SQLite's too): it does not grow when other processes
+    take the cores, which makes it the steadier of the two on a busy machine.
+    """
+    wall = {"off": 0.0, "on": 0.0}
+    cpu = {"off": 0.0, "on": 0.0}
+    calls = {"off": 0, "on": 0}
+    deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        await call()
-        done += 1
-    return done / (time.perf_counter() - started)
+        for side, call in (("off", off), ("on", on)):
+            started, started_cpu = time.perf_counter(), time.process_time()
+            for _ in range(batch):
+                await call()
+            wall[side] += time.perf_counter() - started
+            cpu[side] += time.process_time() - started_cpu
+            calls[side] += batch
+    return {side: (calls[side] / wall[side], cpu[side] / calls[side] * 1000) for side in wall}
 
 
 def per_call_us(call: Callable[[], Any], repeat: int) -> float:
@@ -107,10 +125,6 @@ def per_call_us(call: Callable[[], Any], repeat: int) -> float:
     for _ in range(repeat):
         call()
     return (time.perf_counter() - started) / repeat * 1e6
-
-
-def _rounded(rates: list[float]) -> list[int]:
-    return [round(r) for r in rates]
 
 
 async def main() -> None:
@@ -153,14 +167,23 @@ async def main() -> None:
             f"page sizes: OFF {len(plain)}, ON {len(secured)}; eve sees {visible} of {args.records}"
         )
 
-        offs, ons = [], []
-        for _ in range(args.rounds):
-            offs.append(await rate(off, args.seconds))
-            ons.append(await rate(on, args.seconds))
-        off_rps, on_rps = statistics.median(offs), statistics.median(ons)
-        print(f"OFF plain DataEngine.find          : {off_rps:8.1f} req/s  rounds {_rounded(offs)}")
-        print(f"ON  SecuredDataService.find (eve)  : {on_rps:8.1f} req/s  rounds {_rounded(ons)}")
-        print(f"ratio ON/OFF                       : {on_rps / off_rps:8.3f}")
+        rounds = [await paired_rates(off, on, args.seconds) for _ in range(args.rounds)]
+
+        def median(side: str, item: int) -> float:
+            return statistics.median(r[side][item] for r in rounds)
+
+        for side, label in (
+            ("off", "OFF plain DataEngine.find        "),
+            ("on", "ON  SecuredDataService.find (eve)"),
+        ):
+            print(
+                f"{label}: {median(side, 0):8.1f} req/s  {median(side, 1):6.2f} CPU ms/req  "
+                f"rounds {[round(r[side][0]) for r in rounds]} req/s"
+            )
+        wall_ratio = statistics.median(r["on"][0] / r["off"][0] for r in rounds)
+        cpu_ratio = statistics.median(r["on"][1] / r["off"][1] for r in rounds)
+        print(f"ratio ON/OFF throughput (wall)    : {wall_ratio:8.3f}")
+        print(f"ratio ON/OFF CPU per request      : {cpu_ratio:8.3f}")
 
         table = data.table("opportunity")
         cached = per_call_us(

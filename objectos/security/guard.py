@@ -134,6 +134,7 @@ class SecuredDataService:
         self.data = data
         self.permissions = permissions
         self.database = database
+        self._targets: dict[tuple[int, str], dict[str, str]] = {}
 
     @property
     def registry(self) -> Any:
@@ -249,26 +250,51 @@ class SecuredDataService:
             spec.expand_specs[name] = self._secure_spec(actor, target, nested)
         return spec
 
-    def _strip(self, actor: Actor, object_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        """A record without the fields the caller cannot read (expanded lookups too)."""
+    def _lookup_targets(self, object_name: str) -> dict[str, str]:
+        """``{lookup field: target object}`` of an object (cached per metadata version)."""
+        key = (self.data.registry.version, object_name)
+        targets = self._targets.get(key)
+        if targets is None:
+            obj = self._object(object_name)
+            targets = {
+                name: target
+                for name, fld in obj.fields.items()
+                if (target := reference_target(object_name, fld)) is not None
+            }
+            self._targets = {k: v for k, v in self._targets.items() if k[0] == key[0]}
+            self._targets[key] = targets
+        return targets
+
+    def _strip(
+        self, actor: Actor, object_name: str, records: Iterable[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Records without the fields the caller cannot read (expanded lookups too)."""
         if actor.system:
-            return dict(record)
-        access = self.permissions.object_access(actor, object_name)
-        obj = self._object(object_name)
-        out: dict[str, Any] = {}
-        for name, value in record.items():
-            if name not in access.readable:
-                continue
-            fld = obj.fields.get(name)
-            target = reference_target(object_name, fld) if fld is not None else None
-            if target is not None and isinstance(value, Mapping):
-                value = self._strip(actor, target, value)
-            elif target is not None and isinstance(value, list):
-                value = [
-                    self._strip(actor, target, v) if isinstance(v, Mapping) else v for v in value
-                ]
-            out[name] = value
+            return [dict(record) for record in records]
+        readable = self.permissions.object_access(actor, object_name).readable
+        targets = self._lookup_targets(object_name)
+        out = []
+        for record in records:
+            kept: dict[str, Any] = {}
+            for name, value in record.items():
+                if name not in readable:
+                    continue
+                target = targets.get(name)
+                if target is not None and isinstance(value, Mapping):
+                    value = self._strip(actor, target, [value])[0]
+                elif target is not None and isinstance(value, list):
+                    value = [
+                        self._strip(actor, target, [v])[0] if isinstance(v, Mapping) else v
+                        for v in value
+                    ]
+                kept[name] = value
+            out.append(kept)
         return out
+
+    def _strip_one(
+        self, actor: Actor, object_name: str, record: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return self._strip(actor, object_name, [record])[0]
 
     def _refuse_unwritable(
         self, object_name: str, data: Any, access: ObjectAccess, *, creating: bool
@@ -483,7 +509,7 @@ class SecuredDataService:
             actor=actor,
             scope=self._scope(actor, object_name, ["read"], scope),
         )
-        result.records = [self._strip(actor, object_name, r) for r in result.records]
+        result.records = self._strip(actor, object_name, result.records)
         return result
 
     async def find_one(
@@ -514,7 +540,7 @@ class SecuredDataService:
             expand=secured.expand,
             scope=self._scope(actor, object_name, ["read"], scope),
         )
-        return self._strip(actor, object_name, record)
+        return self._strip_one(actor, object_name, record)
 
     async def count(
         self,
@@ -578,7 +604,7 @@ class SecuredDataService:
             actor=actor,
             scope=self._scope(actor, object_name, ["read"], scope, writing=True),
         )
-        return self._strip(actor, object_name, record)
+        return self._strip_one(actor, object_name, record)
 
     async def update(
         self,
@@ -617,7 +643,7 @@ class SecuredDataService:
             )
         except RecordNotFound:
             raise await self._inaccessible(actor, object_name, record_id, "edit") from None
-        return self._strip(actor, object_name, record)
+        return self._strip_one(actor, object_name, record)
 
     async def delete(
         self,
@@ -644,7 +670,7 @@ class SecuredDataService:
             )
         except RecordNotFound:
             raise await self._inaccessible(actor, object_name, record_id, "delete") from None
-        return self._strip(actor, object_name, record)
+        return self._strip_one(actor, object_name, record)
 
     async def batch(
         self,
@@ -716,7 +742,7 @@ class SecuredDataService:
             if isinstance(error, RecordNotFound) and ops[i].id is not None:
                 error = await self._inaccessible(actor, object_name, str(ops[i].id), actions[i])
             record = (
-                self._strip(actor, object_name, result.record)
+                self._strip_one(actor, object_name, result.record)
                 if result.record is not None
                 else None
             )
