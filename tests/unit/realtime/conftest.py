@@ -1,4 +1,7 @@
-"""A help desk for the realtime tests: a real DataEngine on a SQLite file, a real feed.
+"""A help desk for the realtime tests: a real DataEngine on a real database, a real feed.
+
+The database is a SQLite file, and also a PostgreSQL schema of its own (dropped
+after the test) when ``OBJECTOS_TEST_POSTGRES_URL`` is set.
 
 ``desk`` gives the data engine (objects ``ticket`` and ``note``), the column
 metadata, a :class:`~.doubles.TeamVisibility`, recording :class:`~.doubles.Gateways`
@@ -9,12 +12,16 @@ each step happens exactly when the test says.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from objectos.data import ChangeEntry, DataEngine, create_engine
 from objectos.data.filter import ColumnInfo
@@ -52,14 +59,51 @@ NOTE: dict[str, Any] = {
 }
 
 
+POSTGRES_URL = os.environ.get("OBJECTOS_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    not POSTGRES_URL, reason="OBJECTOS_TEST_POSTGRES_URL is not set"
+                ),
+            ],
+        ),
+    ]
+)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+        yield engine
+        await engine.dispose()
+        return
+    assert POSTGRES_URL is not None
+    schema = f"objectos_realtime_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(POSTGRES_URL)
+    async with admin.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engine = create_engine(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
 @pytest.fixture
-async def data(tmp_path: Path) -> AsyncIterator[DataEngine]:
-    """A migrated DataEngine with ``ticket`` and ``note`` on a fresh SQLite file."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
-    data = DataEngine(engine, MetadataRegistry.from_objects([TICKET, NOTE]))
+async def data(database: AsyncEngine) -> DataEngine:
+    """A migrated DataEngine with ``ticket`` and ``note`` on a fresh database."""
+    data = DataEngine(database, MetadataRegistry.from_objects([TICKET, NOTE]))
     await data.migrate()
-    yield data
-    await engine.dispose()
+    return data
 
 
 @dataclass
