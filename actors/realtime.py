@@ -337,8 +337,13 @@ class ChangeFeedActor:
         idle_initial_s: float = 0.05,
         idle_max_s: float = 2.0,
         max_attempts: int = 5,
+        ready_timeout_s: float = 30.0,
     ) -> None:
-        """Polls from 50 ms up to ``idle_max_s`` while idle; :meth:`nudge` looks at once."""
+        """Polls from 50 ms up to ``idle_max_s`` while idle; :meth:`nudge` looks at once.
+
+        ``ready_timeout_s``: how long a registration waits for the change log to
+        become readable (the data engine creates it) before ServiceUnavailable.
+        """
         # Imported here: only the feed talks to the database, rooms do not load SQL drivers.
         from objectos.data.schema import ObjectTables, create_engine
         from objectos.metadata.registry import MetadataRegistry
@@ -347,6 +352,7 @@ class ChangeFeedActor:
         tables = ObjectTables(MetadataRegistry.from_objects([]))
         self._log = ChangeLog(self._engine, tables.change_log, tables.sequence)
         self._rooms: dict[str, Any] = {}
+        self._ready_timeout_s = ready_timeout_s
         self._feed = ChangeFeed(
             self._log,
             self._dispatch,
@@ -387,7 +393,12 @@ class ChangeFeedActor:
 
     async def register(self, target: str, objects: Sequence[str]) -> Registration:
         """Push changes of ``objects`` to the actor named ``target`` (a room) from now on."""
-        await self._ready
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), self._ready_timeout_s)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                "the change feed cannot read the change log yet", details={"service": "feed"}
+            ) from None
         return self._feed.register(target, objects)
 
     async def unregister(self, target: str, objects: Sequence[str] | None = None) -> bool:
@@ -467,6 +478,29 @@ async def subscribe_records(
     return {"ok": True, "cursor": min(cursors), "rooms": rooms}
 
 
+async def unsubscribe_records(
+    rooms: Iterable[str], *, connection_id: str, subscription_id: str | None = None
+) -> int:
+    """A client's ``unsubscribe`` (one subscription) or its disconnect (``subscription_id=None``).
+
+    ``rooms`` are the room actor names :func:`subscribe_records` returned; rooms
+    that passivated or died meanwhile are skipped. Returns how many subscriptions went.
+    """
+    removed = 0
+    for name in rooms:
+        room = get_named_actor(name)
+        if room is None:
+            continue
+        try:
+            if subscription_id is None:
+                removed += await room.disconnect.remote(connection_id)
+            else:
+                removed += int(await room.unsubscribe.remote(connection_id, subscription_id))
+        except RayActorError:
+            continue  # a dead room holds no subscriptions
+    return removed
+
+
 __all__ = [
     "ChangeFeedActor",
     "FeedChangeSource",
@@ -475,4 +509,5 @@ __all__ = [
     "RoomPassivated",
     "SubscriptionRoomActor",
     "subscribe_records",
+    "unsubscribe_records",
 ]

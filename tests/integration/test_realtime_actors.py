@@ -175,15 +175,14 @@ async def test_a_subscriber_gets_batches_of_what_the_data_engine_commits(
 async def test_a_reconnect_with_since_replays_through_the_room_actor(
     data: DataEngine, gateway: tuple[str, Any]
 ) -> None:
-    from actors.factory import get_record_room
-    from actors.realtime import subscribe_records
+    from actors.realtime import subscribe_records, unsubscribe_records
 
     name, collector = gateway
     payload = {"subscriptionId": "s", "objects": ["ticket"]}
     first = await subscribe_records(
         payload, connection_id="before", gateway=name, actor=ALICE, visibility=TeamVisibility()
     )
-    await get_record_room("ticket").disconnect.remote("before")
+    assert await unsubscribe_records(first["rooms"], connection_id="before") == 1  # disconnect
     missed = [
         await data.insert("ticket", {"subject": f"While away {n}", "team": "support"}, actor=WRITER)
         for n in range(2)
@@ -230,11 +229,11 @@ async def test_an_idle_room_passivates_and_comes_back_on_the_next_subscribe(
     data: DataEngine, gateway: tuple[str, Any], feed: Any
 ) -> None:
     from actors.factory import get_record_room
-    from actors.realtime import subscribe_records
+    from actors.realtime import subscribe_records, unsubscribe_records
 
     name, collector = gateway
     payload = {"subscriptionId": "s", "objects": ["note"]}
-    await subscribe_records(
+    ack = await subscribe_records(
         payload,
         connection_id="c1",
         gateway=name,
@@ -243,7 +242,7 @@ async def test_an_idle_room_passivates_and_comes_back_on_the_next_subscribe(
         idle_s=0.5,
         attach_interval_s=0.2,
     )
-    assert await get_record_room("note").unsubscribe.remote("c1", "s")
+    assert await unsubscribe_records(ack["rooms"], connection_id="c1", subscription_id="s") == 1
 
     async def room_gone() -> bool:
         targets = (await feed.status.remote())["targets"]
