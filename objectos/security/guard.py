@@ -62,6 +62,7 @@ from objectos.errors import (
     RecordNotFound,
     ValidationError,
 )
+from objectos.metadata.registry import MetadataRegistry
 from objectos.metadata.relations import reference_target
 from objectos.protocol.object import SYSTEM_FIELDS, FieldType, ObjectSchema
 from objectos.security.permissions import ACTIONS, Action, ObjectAccess, PermissionEngine
@@ -137,7 +138,7 @@ class SecuredDataService:
         self._targets: dict[tuple[int, str], dict[str, str]] = {}
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> MetadataRegistry:
         """The metadata registry of the guarded engine."""
         return self.data.registry
 
@@ -452,8 +453,8 @@ class SecuredDataService:
             )
 
     async def _check_create(self, actor: Actor, object_name: str, data: Mapping[str, Any]) -> None:
-        if not self.permissions.rls.objects() or object_name not in self.permissions.rls.objects():
-            return
+        if object_name not in self.permissions.rls.objects():
+            return  # no policy at all: skip computing the candidate row
         base = {
             "owner": actor.user_id,
             "created_by": actor.user_id,
