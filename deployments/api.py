@@ -78,6 +78,8 @@ MOUNTED_ROUTES = {
     "openapi": OPENAPI_PATH,
     "docs": DOCS_PATH,
 }
+#: Route families served by the data engine: advertised while the data plugin runs.
+DATA_FAMILIES = frozenset({"data", "metadata", "openapi", "docs"})
 
 
 class ReplicaData:
@@ -291,6 +293,9 @@ class HubHTTP:
             ["route", "method"],
             registry=self.registry,
         )
+        # A family without samples is left out of the exposition; start the scrape
+        # route at zero so every replica's families are there from its first scrape.
+        self.requests.labels("/metrics", "GET", "200")
         self.replica = _replica_id()
         # Serve's proxy already echoes X-Request-ID (and passes the id on to us).
         self.settings = settings or HTTPSettings.from_env(
@@ -346,13 +351,22 @@ class HubHTTP:
 
     async def discovery(self, request: Request) -> Response:
         status = await self.kernel_status()
+        data_running = any(
+            p["id"] == DATA_PLUGIN_ID and p["status"] == "running" for p in status["plugins"]
+        )
+        # The data families answer 503 until the data plugin runs: advertise them from then on.
+        routes = {
+            family: path
+            for family, path in MOUNTED_ROUTES.items()
+            if data_running or family not in DATA_FAMILIES
+        }
         document = discovery_document(
             name=self.hub.name,
             version=__version__,
             environment=self.hub.environment,
-            mounted_routes=MOUNTED_ROUTES,
+            mounted_routes=routes,
             plugins=status["plugins"],
-            capabilities={"metrics": True, "openapi": True, "data": True},
+            capabilities={"metrics": True, "openapi": data_running, "data": data_running},
         )
         return self.ok(request, document)
 
