@@ -260,7 +260,8 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 class LocalIssuer:
     """An OpenID provider in process: discovery and JWKS over HTTP, and a token signer.
 
-    ``requests`` counts JWKS fetches. Tokens carry Keycloak-style nested roles
+    ``requests`` counts JWKS fetches; setting ``status`` to 500 takes the
+    provider down. Tokens carry Keycloak-style nested roles
     (``realm_access.roles``) unless a test overrides the claims.
     """
 
@@ -268,6 +269,7 @@ class LocalIssuer:
         self.clock = clock
         self.issuer = issuer
         self.requests = 0
+        self.status = 200
         self.key = JsonWebKey.generate_key("RSA", 2048, is_private=True, options={"kid": "k1"})
         self.app = Starlette(
             routes=[
@@ -303,12 +305,16 @@ class LocalIssuer:
         return signed.decode()
 
     async def _discovery(self, request: Request) -> Response:
+        if self.status != 200:
+            return Response(status_code=self.status)
         return JSONResponse(
             {"issuer": self.issuer, "jwks_uri": "https://idp.example.test/realms/acme/certs"}
         )
 
     async def _jwks(self, request: Request) -> Response:
         self.requests += 1
+        if self.status != 200:
+            return Response(status_code=self.status)
         return JSONResponse({"keys": [{**self.key.as_dict(), "use": "sig", "alg": "RS256"}]})
 
 

@@ -175,3 +175,17 @@ async def test_two_replicas_meeting_a_new_identity_at_once_make_one_account(
     assert len(ids) == 1
     provisioned = [e for hub in (first, second) for e in hub.events if e.type == "user.provisioned"]
     assert len(provisioned) == 1
+
+
+async def test_an_unreachable_provider_is_a_503_not_a_401_or_a_crash(
+    hub: Hub, issuer: LocalIssuer
+) -> None:
+    issuer.status = 500
+    response = await hub.me(bearer(issuer.token()))
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error["code"] == "service_unavailable"
+    assert "Traceback" not in response.text
+    # Hub tokens do not depend on the provider.
+    session = await hub.session()
+    assert (await hub.me(bearer(session["accessToken"]))).status_code == 200
