@@ -14,10 +14,10 @@ layer's ``DataService``), so routes swap it in unchanged. On every call it
    may not be selected, filtered (``$field`` references included), sorted,
    searched, grouped, aggregated or expanded — that is 403
    ``field_not_accessible`` naming the fields (an unknown field stays 400
-   ``invalid_field``). Object metadata is public to signed-in users, so
-   naming the reason leaks nothing a client could not read there, and the
-   value itself never leaves. The default projection and the default search
-   fields are the readable ones;
+   ``invalid_field``). The object's metadata (``GET /api/v1/meta``) already
+   lists its fields, so naming the reason tells a client nothing new, while a
+   400 would send it hunting for a typo; the value itself never leaves. The
+   default projection and the default search fields are the readable ones;
 4. strips unreadable fields from every record it returns (expanded ones too);
 5. refuses writes to fields the caller cannot edit, and to ``owner``,
    ``created_by``, ``updated_by``, ``created_at``, ``updated_at`` and
