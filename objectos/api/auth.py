@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from objectos.api.discovery import API_BASE
-from objectos.api.envelope import failure, success
+from objectos.api.envelope import failure, respond
 from objectos.data.actor import Actor
 from objectos.errors import (
     ExpiredToken,
@@ -437,14 +437,9 @@ def error_response(
 
 
 def _ok(request: Request, data: Any, *, status: int = 200, no_store: bool = False) -> JSONResponse:
-    body = success(
-        data,
-        request_id=getattr(request.state, "request_id", None),
-        started=getattr(request.state, "started", None),
-    )
     # RFC 6749 §5.1: responses carrying tokens must not be cached anywhere.
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache"} if no_store else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return respond(request, data, status=status, headers=headers)
 
 
 async def _json_body(
