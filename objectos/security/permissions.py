@@ -38,7 +38,9 @@ object's table, built from filters by the query compiler.
 **Cost.** Subjects are cached per actor, object access per (actor, object)
 and record predicates per (actor, object, action, table); the caches are
 bounded LRUs, dropped whenever the metadata or the role directory changes
-version. A cached check is a dictionary lookup (see
+version. A metadata reload also re-checks the security setup (and
+:meth:`PermissionEngine.from_registry` re-reads it); if it no longer fits,
+checks fail closed. A cached check is a dictionary lookup (see
 ``benchmarks/permissions/bench_permissions.py``).
 """
 
@@ -55,7 +57,13 @@ from sqlalchemy import ColumnElement, FromClause
 from objectos.data.actor import Actor
 from objectos.data.filter import ColumnInfo, compile_filter
 from objectos.data.schema import ObjectTables
-from objectos.errors import InvalidField, PermissionDenied
+from objectos.errors import (
+    InvalidField,
+    ManifestError,
+    ObjectOSError,
+    PermissionDenied,
+    ServiceUnavailable,
+)
 from objectos.metadata.expression import Expression
 from objectos.metadata.registry import MetadataRegistry
 from objectos.protocol.object import SYSTEM_FIELDS, FieldType
@@ -176,12 +184,23 @@ class PermissionEngine:
         ``directory`` says who holds which role (for hierarchy and owner-based
         sharing); without one only the caller's own roles are known.
         """
-        check_security(config, registry)
-        self.config = config
         self.registry = registry
         self.directory: RoleDirectory = directory or InMemoryRoleDirectory()
-        self.sharing = SharingModel(config, registry, self.directory)
+        self._reads_registry = False
+        self._broken: ObjectOSError | None = None
+        self._compile(config)
+        self._versions: tuple[int, int] = (registry.version, self.directory.version)
+        self._subjects = _LRU(cache_size)
+        self._access = _LRU(cache_size)
+        self._conditions = _LRU(cache_size)
+
+    def _compile(self, config: SecurityConfig) -> None:
+        """Check ``config`` against the registry and index it (ManifestError if it does not fit)."""
+        check_security(config, self.registry)
+        self.config = config
+        self.sharing = SharingModel(config, self.registry, self.directory)
         self.rls = RowLevelSecurity(config.policies())
+        self._tables = ObjectTables(self.registry)
         self._sets: dict[str, PermissionSet] = {ps.name: ps for ps in config.permissionSets}
         self._role_sets: dict[str, tuple[str, ...]] = {
             role.name: tuple(role.permissionSets) for role in config.roles()
@@ -198,31 +217,46 @@ class PermissionEngine:
                     readers | ({ps.name} if perm.readable else set()),
                     editors | ({ps.name} if perm.editable else set()),
                 )
-        self._cache_size = cache_size
-        self._versions: tuple[int, int] = (-1, -1)
-        self._tables = ObjectTables(registry)
-        self._subjects = _LRU(cache_size)
-        self._access = _LRU(cache_size)
-        self._conditions = _LRU(cache_size)
 
     @classmethod
     def from_registry(
         cls, registry: MetadataRegistry, directory: RoleDirectory | None = None
     ) -> PermissionEngine:
-        """The engine for the ``*.permission.yml`` files of ``registry``."""
-        return cls(load_security(registry), registry, directory)
+        """The engine for the ``*.permission.yml`` files of ``registry``.
+
+        It re-reads them whenever the registry reloads.
+        """
+        engine = cls(load_security(registry), registry, directory)
+        engine._reads_registry = True
+        return engine
 
     # -- caches -----------------------------------------------------------------------------
 
     def _fresh(self) -> None:
+        """Drop caches after a metadata or directory change; recompile after a reload.
+
+        If the reloaded metadata no longer fits the security setup (a rule names
+        a field that is gone, a permission file is broken), every check raises
+        ServiceUnavailable until it is fixed: failing closed beats guessing.
+        """
         versions = (self.registry.version, self.directory.version)
-        if versions != self._versions:
-            if versions[0] != self._versions[0]:
-                self._tables = ObjectTables(self.registry)
-            self._versions = versions
-            self._subjects.clear()
-            self._access.clear()
-            self._conditions.clear()
+        if versions == self._versions and self._broken is None:
+            return
+        if versions[0] != self._versions[0] or self._broken is not None:
+            try:
+                self._compile(load_security(self.registry) if self._reads_registry else self.config)
+                self._broken = None
+            except ManifestError as exc:
+                self._broken = exc
+        self._versions = versions
+        self._subjects.clear()
+        self._access.clear()
+        self._conditions.clear()
+        if self._broken is not None:
+            raise ServiceUnavailable(
+                "permissions are unavailable: the security metadata does not fit the objects",
+                details={"problems": [e.to_dict() for e in self._broken.field_errors]},
+            )
 
     def cache_sizes(self) -> dict[str, int]:
         """How many subjects, object accesses and record predicates are cached."""

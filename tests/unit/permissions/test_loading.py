@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from objectos.errors import ManifestError
+from objectos.data import Actor
+from objectos.errors import ManifestError, ServiceUnavailable
 from objectos.metadata import MetadataRegistry
 from objectos.protocol.permission import RLSPolicy, SecurityConfig, SharingConfig
 from objectos.security.loading import load_security
@@ -165,3 +166,30 @@ def test_configs_built_in_code_are_checked_too(registry: MetadataRegistry) -> No
 def test_policy_clauses_must_fit_the_operation(policy: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RLSPolicy.model_validate({"name": "p", "object": "case", **policy})
+
+
+def test_a_reload_recompiles_and_a_broken_one_fails_closed(tmp_path: Path) -> None:
+    rep = tmp_path / "rep.permission.yml"
+    registry = crm_with(
+        tmp_path, {"rep.permission.yml": "name: rep\nobjects: {account: {allowRead: true}}\n"}
+    )
+    engine = PermissionEngine.from_registry(registry)
+    alice = Actor.user("alice", ["rep"])
+    assert engine.object_access(alice, "account").allows("read")
+
+    rep.write_text("name: rep\nobjects: {account: {allowRead: true, allowEdit: true}}\n")
+    registry.reload()
+    assert engine.object_access(alice, "account").allows("edit")
+
+    rep.write_text("name: rep\nfields: {account.salary: {readable: true}}\n")
+    registry.reload()  # the registry only checks that a permission file has a name
+    with pytest.raises(ServiceUnavailable) as unavailable:
+        engine.object_access(alice, "account")
+    assert unavailable.value.details["problems"][0]["message"] == "account has no field 'salary'"
+    with pytest.raises(ServiceUnavailable):  # still closed on the next request
+        engine.record_condition(alice, "account", "read")
+
+    rep.write_text("name: rep\nobjects: {contact: {allowRead: true}}\n")
+    registry.reload()
+    assert not engine.object_access(alice, "account").allows("read")
+    assert engine.object_access(alice, "contact").allows("read")
