@@ -371,6 +371,14 @@ class NudgeOnCommit:
         finally:
             self._in_flight = False
 
+    async def close(self) -> None:
+        """Close the inner hooks if they can be closed (so this wraps them as a drop-in)."""
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+
 
 __all__ = [
     "WRITE_HOOKS",

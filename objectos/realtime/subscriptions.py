@@ -134,8 +134,8 @@ def parse_cursor(value: Any, field_name: str = "since") -> int | None:
 class SubscriptionSpec:
     """One checked ``subscribe``: ``{subscriptionId, objects[], events[], filter, since?}``.
 
-    ``events`` is expanded (``record.*`` becomes the three record events) and
-    ``filter`` normalized; both parse errors and unknown keys are
+    ``events`` is expanded (``record.*`` becomes the three record events; it is
+    also the default) and ``filter`` normalized; both parse errors and unknown keys are
     :class:`~objectos.errors.InvalidField` (or InvalidFilter) naming the field.
     """
 

@@ -242,6 +242,9 @@ async def test_nudge_on_commit_wraps_other_hooks_and_ignores_reads() -> None:
         async def run_after(self, event: str, payload: dict[str, Any]) -> None:
             seen.append(event)
 
+        async def close(self) -> None:
+            seen.append("closed")
+
     async def nudge() -> None:
         nudges.append("nudge")
 
@@ -250,6 +253,7 @@ async def test_nudge_on_commit_wraps_other_hooks_and_ignores_reads() -> None:
     await hooks.run_after("data.afterFind.ticket", {})
     await hooks.run_after("data.afterInsert.ticket", {})
     await hooks.run_after("data.afterDelete.ticket", {})
+    await hooks.close()
 
     assert payload == {"touched": True}
     assert seen == [
@@ -257,6 +261,7 @@ async def test_nudge_on_commit_wraps_other_hooks_and_ignores_reads() -> None:
         "data.afterFind.ticket",
         "data.afterInsert.ticket",
         "data.afterDelete.ticket",
+        "closed",
     ]
     assert nudges == ["nudge", "nudge"]
 
