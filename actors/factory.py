@@ -2,7 +2,9 @@
 
 Like Ray Serve's ``default_impl.py``: names, namespace, lifetime and restart
 options live here and nowhere else. Names are parseable (``kernel``,
-``plugin:<id>``) so a restarted kernel finds its plugin hosts again.
+``plugin:<id>``, ``room:yjs:<doc>``, ``rooms:yjs``, ``gateway:<node id>``) so a
+restarted kernel finds its plugin hosts again and a restarted room directory
+finds the live rooms.
 """
 
 from __future__ import annotations
@@ -104,6 +106,150 @@ def get_or_create_rate_limiter() -> Any:
             num_cpus=0,
         )
         .remote()
+    )
+
+
+# ---------------------------------------------------------------------- realtime
+
+ROOM_PREFIX = "room:"
+YJS_ROOM_KIND = "yjs"
+YJS_ROOM_DIRECTORY_NAME = "rooms:yjs"
+GATEWAY_PREFIX = "gateway:"
+
+
+def room_actor_name(kind: str, key: str) -> str:
+    """``room:<kind>:<key>``; the key may contain colons (it is everything after the kind)."""
+    return f"{ROOM_PREFIX}{kind}:{key}"
+
+
+def yjs_room_name(doc_name: str) -> str:
+    return room_actor_name(YJS_ROOM_KIND, doc_name)
+
+
+def yjs_doc_of(actor_name: str) -> str | None:
+    """The document name of a ``room:yjs:<doc>`` actor name, or None for any other name."""
+    prefix = room_actor_name(YJS_ROOM_KIND, "")
+    return actor_name[len(prefix) :] if actor_name.startswith(prefix) else None
+
+
+def gateway_actor_name(node_id: str) -> str:
+    return f"{GATEWAY_PREFIX}{node_id}"
+
+
+def node_id_of_gateway(actor_name: str) -> str | None:
+    return actor_name[len(GATEWAY_PREFIX) :] if actor_name.startswith(GATEWAY_PREFIX) else None
+
+
+def get_or_create_yjs_room(doc_name: str, settings: dict[str, Any]) -> Any:
+    """The virtual actor of one Yjs document, created on first use.
+
+    Detached, so it outlives whoever activated it; never restarted by Ray
+    (``max_restarts=0``): a dead room is re-activated from the store by its next
+    user, which is also what re-syncs the clients.
+    """
+    from actors.room import DocumentRoomActor
+
+    return (
+        ray.remote(DocumentRoomActor)
+        .options(
+            name=yjs_room_name(doc_name),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=0,
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote(doc_name, settings)
+    )
+
+
+def get_yjs_room(doc_name: str) -> Any | None:
+    try:
+        return ray.get_actor(yjs_room_name(doc_name), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def live_yjs_rooms() -> list[str]:
+    """Document names of every ``room:yjs:<doc>`` actor Ray knows by name."""
+    names = ray.util.list_named_actors(all_namespaces=True)
+    docs = (yjs_doc_of(entry["name"]) for entry in names if entry["namespace"] == NAMESPACE)
+    return sorted(doc for doc in docs if doc is not None)
+
+
+def get_or_create_room_directory(settings: dict[str, Any]) -> Any:
+    """The directory that activates Yjs rooms and caps how many are alive.
+
+    Detached and restarted by Ray forever; after a restart it re-attaches to
+    the live rooms by name. Callers wait out a restart (``max_task_retries``).
+    """
+    from actors.room import RoomDirectoryActor
+
+    return (
+        ray.remote(RoomDirectoryActor)
+        .options(
+            name=YJS_ROOM_DIRECTORY_NAME,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote(settings)
+    )
+
+
+def get_room_directory() -> Any | None:
+    try:
+        return ray.get_actor(YJS_ROOM_DIRECTORY_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def get_or_create_gateway(node_id: str, settings: dict[str, Any], authorize: Any = None) -> Any:
+    """The Socket.IO gateway of one node: detached, pinned to that node, restarted by Ray.
+
+    A restart re-runs the constructor with the same arguments, so the gateway
+    binds the same port again and clients reconnect to the URL discovery gave them.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.gateway import GatewayActor
+
+    return (
+        ray.remote(GatewayActor)
+        .options(
+            name=gateway_actor_name(node_id),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            num_cpus=0,
+            max_concurrency=1000,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        )
+        .remote(node_id, settings, authorize)
+    )
+
+
+def get_gateway(actor_name: str) -> Any | None:
+    """A gateway by its full actor name (``gateway:<node>``), or None."""
+    try:
+        return ray.get_actor(actor_name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def live_gateways() -> list[str]:
+    """Actor names of every ``gateway:<node>`` actor Ray knows by name."""
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(
+        entry["name"]
+        for entry in names
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith(GATEWAY_PREFIX)
     )
 
 

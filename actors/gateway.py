@@ -1,0 +1,399 @@
+"""The Socket.IO gateway of one node: ``gateway:<node id>``, serving collaborative documents.
+
+One detached actor per node (``num_cpus=0``) runs python-socketio under its own
+uvicorn on its own port (ARCHITECTURE.md, "Where HTTP and Socket.IO run"): one
+process holds each connection, so WebSocket *and* long-polling work, and a room
+that emits to this gateway reaches the sockets that are really here. Documents are
+served with the y-socket.io protocol (``objectos.realtime.yjs.protocol``) on
+namespaces ``/yjs|<doc>``; their rooms are Ray actors (``actors.room``).
+
+Authorization is a callable ``authorize(doc_name, auth) -> Access`` given to the
+actor. Until the hub's JWT authenticator is wired in, the default is *dev mode*
+(:class:`SharedTokenAuthorizer`): the handshake's ``auth.token`` must equal the
+hub's shared realtime token (read-write) or its read token (read-only).
+:class:`DocumentAuthorizer` is where record permissions plug in: documents named
+``<object>/<id>/<field>`` (a record's rich-text field, :class:`RecordDocument`)
+are passed to a ``record_access`` hook that may narrow what the handshake allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import socketio
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors import factory
+from actors.room import RayRoomDirectory, RoomSettings
+from objectos.errors import ConfigError, InvalidToken, ServiceUnavailable, Unauthenticated
+from objectos.realtime.yjs.directory import DocumentRoomLike
+from objectos.realtime.yjs.protocol import Access, Authorize, YSocketIONamespace, doc_name_of
+from objectos.realtime.yjs.room import SYNC_UPDATE, RoomUnavailable
+
+logger = logging.getLogger("objectos.realtime.gateway")
+
+EMPTY_STATE_VECTOR = b"\x00"
+"""A Yjs state vector that knows no client: ``sync_step2`` of it is the whole document."""
+
+SOCKETIO_PATH = "socket.io"
+
+
+class GatewaySettings(BaseModel):
+    """How a node's gateway listens and whom it lets in (one set per hub)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the gateway binds on its node.")
+    port: int = Field(8001, ge=1, le=65535, description="Port the gateway binds on its node.")
+    advertise_url: str | None = Field(
+        None,
+        description="URL clients use (discovery); default http://<host or node IP>:<port>.",
+    )
+    cors_allowed_origins: list[str] | str = Field(
+        "*", description="Browser origins allowed to connect ('*' = any; tokens, not cookies)."
+    )
+    max_payload_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest message (a whole document on first sync)."
+    )
+    ping_interval_s: float = Field(25.0, gt=0, description="Engine.IO ping interval.")
+    ping_timeout_s: float = Field(20.0, gt=0, description="Engine.IO ping timeout.")
+    dev_token: str | None = Field(
+        None,
+        description="Dev mode: the shared token giving read-write access (used when no "
+        "authorize callable is given).",
+    )
+    dev_read_token: str | None = Field(
+        None, description="Dev mode: a second shared token giving read-only access."
+    )
+    rooms: RoomSettings = Field(description="Room actors: database, idleness, cap.")
+
+
+# ---------------------------------------------------------------------- authorization
+
+
+OBJECT_OR_FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class RecordDocument:
+    """A document that is a record's rich-text field: ``<object>/<record id>/<field>``."""
+
+    object: str
+    record_id: str
+    field: str
+
+    @classmethod
+    def parse(cls, doc_name: str) -> RecordDocument | None:
+        """The record field a document name denotes, or None for a free document."""
+        parts = doc_name.split("/")
+        if len(parts) != 3:
+            return None
+        obj, record_id, field = parts
+        if not (OBJECT_OR_FIELD.match(obj) and record_id and OBJECT_OR_FIELD.match(field)):
+            return None
+        return cls(obj, record_id, field)
+
+
+RecordAccess = Callable[[RecordDocument, Access, dict[str, Any] | None], Awaitable[Access]]
+"""``await record_access(record, granted, auth)`` -> what the connection may do with that
+record's field. The hook point for record permissions (object, field and record level,
+PROTOCOL.md): the result can only narrow ``granted``; raise ``PermissionDenied`` /
+``RecordNotFound`` to refuse the connection."""
+
+
+class SharedTokenAuthorizer:
+    """Dev mode: the handshake's ``auth.token`` must be the hub's shared token.
+
+    ``token`` gives read-write access to every document, ``read_token`` (optional)
+    read-only access. Missing token: ``unauthenticated``; wrong token: ``invalid_token``.
+    Not for production: everybody with the token is the same user.
+    """
+
+    def __init__(self, token: str, read_token: str | None = None) -> None:
+        if not token:
+            raise ConfigError("the realtime dev token must not be empty")
+        self._token = token.encode()
+        self._read_token = read_token.encode() if read_token else None
+
+    async def __call__(self, doc_name: str, auth: dict[str, Any] | None) -> Access:
+        given = (auth or {}).get("token")
+        if not isinstance(given, str) or not given:
+            raise Unauthenticated("a token is required: connect with auth {token}")
+        raw = given.encode()
+        if hmac.compare_digest(raw, self._token):
+            return Access(read=True, write=True)
+        if self._read_token is not None and hmac.compare_digest(raw, self._read_token):
+            return Access(read=True, write=False)
+        raise InvalidToken("invalid token")
+
+
+class DocumentAuthorizer:
+    """``authenticate`` the handshake, then let ``record_access`` narrow record documents.
+
+    ``authenticate`` is any :data:`~objectos.realtime.yjs.Authorize` (dev mode today,
+    the hub's JWT authenticator later); free documents get what it grants.
+    """
+
+    def __init__(self, authenticate: Authorize, record_access: RecordAccess | None = None) -> None:
+        self.authenticate = authenticate
+        self.record_access = record_access
+
+    async def __call__(self, doc_name: str, auth: dict[str, Any] | None) -> Access:
+        granted = await self.authenticate(doc_name, auth)
+        record = RecordDocument.parse(doc_name)
+        if record is None or self.record_access is None or not granted.read:
+            return granted
+        narrowed = await self.record_access(record, granted, auth)
+        return Access(read=granted.read and narrowed.read, write=granted.write and narrowed.write)
+
+
+# ---------------------------------------------------------------------- protocol handler
+
+
+class GatewayNamespace(YSocketIONamespace):
+    """The y-socket.io handler plus recovery from a room actor that died under its sockets."""
+
+    CONNECT_ATTEMPTS = 3
+
+    async def _on_connect(
+        self, namespace: str, sid: str, environ: dict[str, Any], auth: Any = None
+    ) -> bool:
+        # A room can passivate (or die) between its activation and this socket's
+        # join: then the join is refused as "closed"/"lost". Binding again waits for
+        # the passivation to finish and loads what it wrote, so retry instead of
+        # refusing a client that did nothing wrong.
+        for attempt in range(1, self.CONNECT_ATTEMPTS + 1):
+            try:
+                return await super()._on_connect(namespace, sid, environ, auth)
+            except socketio.exceptions.ConnectionRefusedError as exc:
+                cause = exc.__cause__
+                retry = isinstance(cause, RoomUnavailable) and cause.details.get("state") in (
+                    "closed",
+                    "lost",
+                )
+                if not retry or attempt == self.CONNECT_ATTEMPTS:
+                    raise
+                binding = self._bindings.get(doc_name_of(namespace) or "")
+                if binding is not None:
+                    binding.stale = True
+                logger.info("yjs %s: room went away during connect; binding again", namespace)
+        raise AssertionError("unreachable")
+
+    async def recover_document(self, doc_name: str, lost: DocumentRoomLike) -> None:
+        """Move ``doc_name``'s sockets off ``lost`` to a freshly activated room.
+
+        The re-bind re-joins every socket and sends each the server ``sync-step-1``
+        (clients push what the new room lacks); then every socket gets the whole
+        document, because a room can die after storing an update but before
+        broadcasting it. Raises (an ``ObjectOSError``) when activation fails; the
+        caller retries.
+        """
+        # The handler keeps its bindings private; this subclass is the one place that
+        # reaches into them, to reuse the handler's own re-bind (single flight, migrate).
+        binding = self._bindings.get(doc_name)
+        if binding is None:
+            return
+        if binding.room is lost:
+            binding.stale = True
+        fresh = await self._bind(doc_name, binding.namespace)
+        catch_up = await fresh.room.sync_step2(EMPTY_STATE_VECTOR)
+        if catch_up:
+            await self.server.emit(SYNC_UPDATE, catch_up, namespace=fresh.namespace)
+        logger.info("yjs %r: re-activated after its room was lost", doc_name)
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+class _ActorServer(uvicorn.Server):
+    """uvicorn without signal handlers: the process belongs to Ray, not to us."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _health(scope: dict[str, Any], receive: Any, send: Any, info: dict[str, Any]) -> None:
+    if scope["type"] != "http":
+        return
+    found = scope.get("path") in ("/", "/health")
+    body = json.dumps(info if found else {"error": "not found"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200 if found else 404,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GatewayActor:
+    """``gateway:<node id>``: Socket.IO server of one node (see the module docstring).
+
+    Starts listening in the constructor (so a restart by Ray listens again on the
+    same port); :meth:`ready` waits for it. Rooms call :meth:`deliver` and
+    :meth:`holds`; operators :meth:`info` and :meth:`stats`.
+    """
+
+    def __init__(
+        self, node_id: str, settings: dict[str, Any], authorize: Authorize | None = None
+    ) -> None:
+        """``authorize`` defaults to dev mode with ``settings.dev_token`` (required then)."""
+        self.node_id = node_id
+        self.name = factory.gateway_actor_name(node_id)
+        self.settings = GatewaySettings.model_validate(settings)
+        self.started_at = time.time()
+        if authorize is None:
+            if not self.settings.dev_token:
+                raise ConfigError(
+                    "the realtime gateway needs an authorize callable or a dev token",
+                    details={"setting": "realtime.devToken"},
+                )
+            authorize = DocumentAuthorizer(
+                SharedTokenAuthorizer(self.settings.dev_token, self.settings.dev_read_token)
+            )
+        self.rooms = RayRoomDirectory(
+            self.name, ray.get_runtime_context().current_actor, self.settings.rooms
+        )
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            namespaces="*",  # y-socket.io uses one namespace per document
+            cors_allowed_origins=self.settings.cors_allowed_origins,
+            max_http_buffer_size=self.settings.max_payload_bytes,
+            ping_interval=self.settings.ping_interval_s,
+            ping_timeout=self.settings.ping_timeout_s,
+        )
+        self.namespace = GatewayNamespace(self.rooms, authorize)
+        self.sio.register_namespace(self.namespace)
+        self.rooms.on_room_lost = self.namespace.recover_document
+        self.app = socketio.ASGIApp(
+            self.sio,
+            other_asgi_app=lambda scope, receive, send: _health(scope, receive, send, self.info()),
+            socketio_path=SOCKETIO_PATH,
+        )
+        self._server: _ActorServer | None = None
+        self._failure: BaseException | None = None
+        self._serving = asyncio.get_running_loop().create_task(self._serve(), name="gateway")
+
+    @property
+    def url(self) -> str:
+        if self.settings.advertise_url:
+            return self.settings.advertise_url.rstrip("/")
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = ray.util.get_node_ip_address()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.settings.port}"
+
+    async def ready(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Wait until the gateway accepts connections; its :meth:`info`.
+
+        Raises ``ServiceUnavailable`` naming the address when it cannot listen.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._server is None or not self._server.started:
+            if self._serving.done():
+                failure = self._failure or RuntimeError("the server stopped")
+                raise ServiceUnavailable(
+                    f"gateway {self.name} cannot listen on "
+                    f"{self.settings.host}:{self.settings.port}: {failure}",
+                    details={"host": self.settings.host, "port": self.settings.port},
+                )
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"gateway {self.name} did not start within {timeout_s}s",
+                    details={"host": self.settings.host, "port": self.settings.port},
+                )
+            await asyncio.sleep(0.02)
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "node": self.node_id,
+            "url": self.url,
+            "pid": os.getpid(),
+            "host": self.settings.host,
+            "port": self.settings.port,
+            "socketioPath": f"/{SOCKETIO_PATH}",
+            "startedAt": self.started_at,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            **self.info(),
+            "connections": self.namespace.connection_count,
+            "documents": self.rooms.documents,
+            "recoveries": self.rooms.recoveries,
+        }
+
+    async def deliver(self, doc_name: str, events: list[tuple[str, bytes, str | None]]) -> None:
+        """A room's broadcast batch for this gateway's sockets of ``doc_name``."""
+        await self.rooms.deliver(doc_name, events)
+
+    async def holds(self, doc_name: str) -> list[str]:
+        """This gateway's sockets that are members of ``doc_name`` (rooms reconcile with it)."""
+        return self.rooms.holds(doc_name)
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Close every connection and stop listening (the actor stays until killed)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._serving), timeout_s)
+        await self.rooms.close()
+
+    async def _serve(self) -> None:
+        try:
+            family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            # A restarted gateway must get its port back while old connections linger.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.settings.host, self.settings.port))
+        except OSError as exc:
+            self._failure = exc
+            logger.error("gateway %s: cannot listen: %s", self.name, exc)
+            return
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ws_max_size=self.settings.max_payload_bytes,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _ActorServer(config)
+        try:
+            await self._server.serve(sockets=[sock])
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            sock.close()
+
+
+__all__ = [
+    "EMPTY_STATE_VECTOR",
+    "DocumentAuthorizer",
+    "GatewayActor",
+    "GatewayNamespace",
+    "GatewaySettings",
+    "RecordAccess",
+    "RecordDocument",
+    "SharedTokenAuthorizer",
+]

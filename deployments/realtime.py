@@ -1,0 +1,254 @@
+"""Realtime on a cluster: one Socket.IO gateway actor per alive node, and what discovery shows.
+
+Called by ``objectos up`` / the Serve builder after the kernel is up::
+
+    infos = ensure_gateways(hub.model_dump())  # idempotent: one gateway:<node> per node
+    realtime_routes()                          # {"realtime": url, "yjs": url + "/yjs|{document}"}
+    stop_realtime()                            # `objectos down`: gateways, then rooms
+
+Each gateway publishes its URL in Ray's GCS key-value store (``realtime:gateway:<node>``),
+so any process -- an HTTP replica building the discovery document -- reads the URLs
+without an actor call.
+
+Settings come from the hub manifest's ``realtime`` section when it has one (keys
+below), else defaults. Until the hub's JWT authenticator is wired in, gateways run
+in *dev mode*: clients send the shared realtime token as handshake ``auth.token``.
+The token is ``realtime.devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else the
+contents of ``<dataDir>/realtime.token`` (created with a random token, mode 0600,
+on first use) -- read it there to connect a client.
+
+    realtime:
+      host: 127.0.0.1          # where each node's gateway binds (0.0.0.0 = all interfaces)
+      port: 8001               # the same port on every node; 0 = a free port (one node only)
+      advertiseUrl: null       # URL clients should use, if not http://<host or node IP>:<port>
+      corsAllowedOrigins: "*"
+      devToken: null           # read-write token (dev mode)
+      devReadToken: null       # read-only token (dev mode)
+      rooms: {idleTimeoutS: 60, maxRooms: 1000, compactEvery: 500, sweepIntervalS: 5,
+              awarenessTimeoutS: 30}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.experimental import internal_kv
+
+from actors import factory
+from actors.gateway import GatewaySettings
+from actors.room import RoomSettings
+from objectos.errors import ConfigError
+from objectos.realtime.yjs.protocol import Authorize
+
+TOKEN_ENV = "OBJECTOS_REALTIME_TOKEN"
+READ_TOKEN_ENV = "OBJECTOS_REALTIME_READ_TOKEN"
+TOKEN_FILE = "realtime.token"
+KV_PREFIX = "realtime:gateway:"
+
+# Manifest keys (camelCase, like the rest of objectos.yaml) -> settings fields.
+_GATEWAY_KEYS = {
+    "host": "host",
+    "port": "port",
+    "advertiseUrl": "advertise_url",
+    "corsAllowedOrigins": "cors_allowed_origins",
+    "maxPayloadBytes": "max_payload_bytes",
+    "pingIntervalS": "ping_interval_s",
+    "pingTimeoutS": "ping_timeout_s",
+    "devToken": "dev_token",
+    "devReadToken": "dev_read_token",
+}
+_ROOM_KEYS = {
+    "compactEvery": "compact_every",
+    "idleTimeoutS": "idle_timeout_s",
+    "sweepIntervalS": "sweep_interval_s",
+    "awarenessTimeoutS": "awareness_timeout_s",
+    "maxRooms": "max_rooms",
+    "activationTimeoutS": "activation_timeout_s",
+}
+
+
+def realtime_settings(hub: Mapping[str, Any], **overrides: Any) -> GatewaySettings:
+    """Gateway and room settings of a hub (``HubManifest.model_dump()``), plus ``overrides``.
+
+    ``overrides`` use the settings' field names (``port=0``, ``rooms={"max_rooms": 5}``).
+    ``port=0`` picks a free port on this machine (good for one node and for tests).
+    Raises ``ConfigError`` naming the key for an unknown or invalid value.
+    """
+    section = dict(hub.get("realtime") or {})
+    values: dict[str, Any] = {}
+    rooms: dict[str, Any] = {"database_url": hub["database"]["url"]}
+    for key, value in section.items():
+        if key == "rooms":
+            for room_key, room_value in dict(value or {}).items():
+                if room_key not in _ROOM_KEYS:
+                    raise ConfigError(
+                        f"unknown key realtime.rooms.{room_key}",
+                        details={"key": f"realtime.rooms.{room_key}"},
+                    )
+                rooms[_ROOM_KEYS[room_key]] = room_value
+        elif key in _GATEWAY_KEYS:
+            values[_GATEWAY_KEYS[key]] = value
+        else:
+            raise ConfigError(f"unknown key realtime.{key}", details={"key": f"realtime.{key}"})
+    rooms.update(overrides.pop("rooms", None) or {})
+    values.update(overrides)
+    if values.get("port") == 0:
+        values["port"] = _free_port(values.get("host", "127.0.0.1"))
+    if not values.get("dev_token"):
+        values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(hub)
+    if not values.get("dev_read_token") and os.environ.get(READ_TOKEN_ENV):
+        values["dev_read_token"] = os.environ[READ_TOKEN_ENV]
+    try:
+        return GatewaySettings.model_validate({**values, "rooms": RoomSettings(**rooms)})
+    except ValueError as exc:
+        raise ConfigError(f"invalid realtime settings: {exc}", details={"key": "realtime"}) from exc
+
+
+def dev_token(hub: Mapping[str, Any]) -> str:
+    """The dev-mode token in ``<dataDir>/realtime.token``, created (0600) if missing."""
+    path = Path(hub.get("dataDir") or ".objectos") / TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def ensure_gateways(
+    hub: Mapping[str, Any],
+    *,
+    settings: GatewaySettings | None = None,
+    authorize: Authorize | None = None,
+    timeout_s: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Make sure every alive node runs its gateway and it listens; their ``info``.
+
+    Idempotent (actors are found by name). Also starts the room directory and
+    forgets the advertised URLs of nodes that are gone. ``authorize`` replaces dev
+    mode (it must be picklable: Ray ships it to each gateway).
+    """
+    settings = settings or realtime_settings(hub)
+    factory.get_or_create_room_directory(settings.rooms.model_dump())
+    nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    handles = [
+        factory.get_or_create_gateway(node_id, settings.model_dump(), authorize)
+        for node_id in nodes
+    ]
+    infos: list[dict[str, Any]] = ray.get(
+        [handle.ready.remote(timeout_s) for handle in handles], timeout=timeout_s + 10
+    )
+    for info in infos:
+        _kv_put(f"{KV_PREFIX}{info['node']}", json.dumps(info).encode())
+    alive = set(nodes)
+    for key in _kv_keys():
+        if key[len(KV_PREFIX) :] not in alive:
+            _kv_del(key)
+    return infos
+
+
+def gateway_endpoints() -> list[dict[str, Any]]:
+    """What each running gateway advertised (``info``: name, node, url, ...), by node id."""
+    endpoints = []
+    for key in _kv_keys():
+        raw = internal_kv._internal_kv_get(key.encode(), namespace=factory.NAMESPACE)
+        if raw:
+            endpoints.append(json.loads(raw))
+    return sorted(endpoints, key=lambda info: str(info.get("node")))
+
+
+def realtime_routes(node_id: str | None = None) -> dict[str, str]:
+    """Route families for the discovery document: only when a gateway is running.
+
+    ``realtime`` is the Socket.IO base URL (a ``socket.io-client`` / y-socket.io
+    ``url``); ``yjs`` the namespace template of a collaborative document. The gateway
+    on ``node_id`` (default: this process's node) is preferred: any gateway reaches
+    every room, the local one saves a hop.
+    """
+    endpoints = gateway_endpoints()
+    if not endpoints:
+        return {}
+    if node_id is None and ray.is_initialized():
+        node_id = ray.get_runtime_context().get_node_id()
+    chosen = next((e for e in endpoints if e.get("node") == node_id), endpoints[0])
+    url = str(chosen["url"])
+    return {"realtime": url, "yjs": f"{url}/yjs|{{document}}"}
+
+
+def stop_realtime(timeout_s: float = 30.0) -> dict[str, Any]:
+    """Stop every gateway (connections closed), then passivate every room and the directory.
+
+    Rooms compact their logs on the way out. Returns what was stopped.
+    """
+    stopped_gateways = []
+    for name in factory.live_gateways():
+        handle = factory.get_gateway(name)
+        if handle is None:
+            continue
+        with contextlib.suppress(Exception):  # dead or stuck: it is killed below anyway
+            ray.get(handle.shutdown.remote(), timeout=timeout_s)
+        ray.kill(handle, no_restart=True)
+        stopped_gateways.append(name)
+    for key in _kv_keys():
+        _kv_del(key)
+    passivated = []
+    for doc in factory.live_yjs_rooms():
+        room = factory.get_yjs_room(doc)
+        if room is None:
+            continue
+        try:
+            ray.get(room.passivate.remote(force=True), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            passivated.append(doc)  # exit_actor: the expected way to end
+        except Exception:
+            ray.kill(room, no_restart=True)  # nothing unflushed: every update is logged
+    directory = factory.get_room_directory()
+    if directory is not None:
+        ray.kill(directory, no_restart=True)
+    return {"gateways": stopped_gateways, "rooms": passivated}
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _kv_keys() -> list[str]:
+    keys = internal_kv._internal_kv_list(KV_PREFIX.encode(), namespace=factory.NAMESPACE)
+    return sorted(key.decode() if isinstance(key, bytes) else str(key) for key in keys)
+
+
+def _kv_put(key: str, value: bytes) -> None:
+    internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=factory.NAMESPACE)
+
+
+def _kv_del(key: str) -> None:
+    internal_kv._internal_kv_del(key.encode(), namespace=factory.NAMESPACE)
+
+
+__all__ = [
+    "KV_PREFIX",
+    "READ_TOKEN_ENV",
+    "TOKEN_ENV",
+    "TOKEN_FILE",
+    "dev_token",
+    "ensure_gateways",
+    "gateway_endpoints",
+    "realtime_routes",
+    "realtime_settings",
+    "stop_realtime",
+]
