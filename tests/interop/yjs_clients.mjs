@@ -2,9 +2,10 @@
 //
 //   node yjs_clients.mjs <url> [--doc notes] [--field content] [--token T] [--edits 10]
 //                              [--expect tok,tok] [--absent tok,tok] [--timeout 20000]
+//                              [--pause-ms 15] [--transports websocket|polling|polling,websocket]
 //
 // Client A inserts [A0]..[A<n-1>], client B [B0]..; each token lands at a random token
-// boundary (never inside another token) after a random 0-15 ms pause, then each
+// boundary (never inside another token) after a random 0-<pause-ms> ms pause, then each
 // client deletes its own token 0. --expect / --absent name tokens other writers add /
 // delete. The script waits until both documents hold exactly what is expected and are
 // identical, then prints one JSON line: {"ok", "text", "a", "b", "clientIds"}.
@@ -31,6 +32,9 @@ const edits = parseInt(opt('edits', '10'))
 const timeoutMs = parseInt(opt('timeout', '20000'))
 const expectOthers = list(opt('expect', ''))
 const absentOthers = list(opt('absent', ''))
+const pauseMs = parseInt(opt('pause-ms', '15'))
+// The provider's default is WebSocket only; 'polling' shows long-polling works too.
+const transports = list(opt('transports', 'websocket'))
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -45,7 +49,7 @@ function makeClient (who) {
     autoConnect: true,
     disableBc: true,
     auth: token ? { token } : {}
-  })
+  }, { transports })
   const synced = new Promise((resolve, reject) => {
     if (provider.synced) return resolve()
     provider.on('synced', (state) => { if (state) resolve() })
@@ -65,12 +69,12 @@ function boundaries (text) {
 
 async function typeTokens (client) {
   for (let i = 0; i < edits; i++) {
-    await sleep(Math.random() * 15)
+    await sleep(Math.random() * pauseMs)
     const positions = boundaries(client.text)
     const at = positions[Math.floor(Math.random() * positions.length)]
     client.text.insert(at, tokenOf(client.who, i))
   }
-  await sleep(Math.random() * 15)
+  await sleep(Math.random() * pauseMs)
   const first = tokenOf(client.who, 0)
   const index = client.text.toString().indexOf(first)
   if (index >= 0) client.text.delete(index, first.length)
@@ -96,7 +100,11 @@ function converged (clients, expected) {
 async function main () {
   const clients = [makeClient('A'), makeClient('B')]
   await Promise.all(clients.map((c) => c.synced))
-  emit({ event: 'synced', clientIds: clients.map((c) => c.doc.clientID) })
+  emit({
+    event: 'synced',
+    clientIds: clients.map((c) => c.doc.clientID),
+    transports: clients.map((c) => c.provider.socket.io.engine.transport.name)
+  })
   await Promise.all(clients.map(typeTokens))
   const expected = expectedState(clients)
   const deadline = Date.now() + timeoutMs
@@ -115,6 +123,9 @@ async function main () {
     expected
   })
   for (const c of clients) c.provider.destroy()
+  // Let the disconnect packets leave (a long-polling client sends them in a POST),
+  // so the server does not wait for a ping timeout to notice we are gone.
+  await sleep(300)
   process.exit(ok ? 0 : 1)
 }
 
