@@ -440,10 +440,13 @@ class AuditStore:
         keyset = query.keyset()
         if keyset is not None:
             at, event_id = keyset
+            # The leading bound on ``at`` alone is what lets the index seek to the
+            # cursor; the OR form only (at < x OR (at = x AND id < y)) made SQLite
+            # scan from the first row (deep pages 7x slower, see benchmarks/audit).
             if query.order == "desc":
-                stmt = stmt.where(sa.or_(t.c.at < at, sa.and_(t.c.at == at, t.c.id < event_id)))
+                stmt = stmt.where(t.c.at <= at, sa.or_(t.c.at < at, t.c.id < event_id))
             else:
-                stmt = stmt.where(sa.or_(t.c.at > at, sa.and_(t.c.at == at, t.c.id > event_id)))
+                stmt = stmt.where(t.c.at >= at, sa.or_(t.c.at > at, t.c.id > event_id))
         if query.order == "desc":
             stmt = stmt.order_by(t.c.at.desc(), t.c.id.desc())
         else:
