@@ -27,8 +27,8 @@ Routes (bodies are JSON objects; unknown keys are refused):
 hub's own or a configured OIDC provider's), ``Authorization: ApiKey <key>``
 or ``X-API-Key: <key>``. Missing or bad credentials raise
 :class:`~objectos.errors.Unauthenticated` / ``InvalidToken`` /
-``ExpiredToken`` (401); :func:`www_authenticate` gives the matching
-``WWW-Authenticate`` challenge (RFC 6750 §3).
+``ExpiredToken`` (401); :func:`~objectos.api.envelope.www_authenticate`
+(re-exported here) gives the matching ``WWW-Authenticate`` challenge (RFC 6750 §3).
 """
 
 from __future__ import annotations
@@ -51,10 +51,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from objectos.api.discovery import API_BASE
-from objectos.api.envelope import failure, respond
+from objectos.api.envelope import failure, respond, www_authenticate
 from objectos.data.actor import Actor
 from objectos.errors import (
-    ExpiredToken,
     FieldError,
     InvalidField,
     InvalidToken,
@@ -111,29 +110,6 @@ class Authentication:
             "expiresAt": self.expires_at,
             "scopes": sorted(self.scopes) if self.scopes is not None else None,
         }
-
-
-def www_authenticate(exc: BaseException, realm: str = "objectos") -> dict[str, str]:
-    """The ``WWW-Authenticate`` header for a 401 error (empty for anything else).
-
-    RFC 6750 §3.1: a request without credentials gets the bare challenge; a
-    bad or expired token gets ``error="invalid_token"`` and a description
-    (the same reason the error body carries; never the token).
-    """
-    if not isinstance(exc, Unauthenticated):
-        return {}
-    parts = [f'realm="{_quoted(realm)}"']
-    if isinstance(exc, InvalidToken | ExpiredToken):
-        parts.append('error="invalid_token"')
-        reason = exc.details.get("reason")
-        if isinstance(reason, str):
-            parts.append(f'error_description="{_quoted(reason)}"')
-    return {"WWW-Authenticate": "Bearer " + ", ".join(parts)}
-
-
-def _quoted(text: str) -> str:
-    # RFC 6750 limits these values to printable ASCII without '"' and '\'.
-    return "".join(c for c in text if 0x20 <= ord(c) < 0x7F and c not in '"\\')
 
 
 def client_ip(request: Request, trusted_proxies: Sequence[str] = ()) -> str | None:
@@ -431,8 +407,8 @@ def error_response(
     request: Request, exc: BaseException, *, realm: str = "objectos"
 ) -> JSONResponse:
     """The error envelope for ``exc`` with ``WWW-Authenticate`` / ``Retry-After`` as due."""
-    status, body, headers = failure(exc, request_id=getattr(request.state, "request_id", None))
-    headers.update(www_authenticate(exc, realm))
+    request_id = getattr(request.state, "request_id", None)
+    status, body, headers = failure(exc, request_id=request_id, realm=realm)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -24,10 +24,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from objectos.errors import (
+    ExpiredToken,
+    InvalidToken,
     MethodNotAllowed,
     NotFound,
     ObjectOSError,
     RateLimitExceeded,
+    Unauthenticated,
     ValidationError,
 )
 
@@ -57,12 +60,40 @@ def success(
     return {"success": True, "data": data, **extra, "meta": _meta(request_id, trace_id, started)}
 
 
+def www_authenticate(exc: BaseException, realm: str = "objectos") -> dict[str, str]:
+    """The ``WWW-Authenticate`` header for a 401 error (empty for anything else).
+
+    RFC 6750 §3.1: a request without credentials gets the bare challenge; a
+    bad or expired token gets ``error="invalid_token"`` and a description
+    (the same reason the error body carries; never the token).
+    """
+    if not isinstance(exc, Unauthenticated):
+        return {}
+    parts = [f'realm="{_quoted(realm)}"']
+    if isinstance(exc, InvalidToken | ExpiredToken):
+        parts.append('error="invalid_token"')
+        reason = exc.details.get("reason")
+        if isinstance(reason, str):
+            parts.append(f'error_description="{_quoted(reason)}"')
+    return {"WWW-Authenticate": "Bearer " + ", ".join(parts)}
+
+
+def _quoted(text: str) -> str:
+    # RFC 6750 limits these values to printable ASCII without '"' and '\'.
+    return "".join(c for c in text if 0x20 <= ord(c) < 0x7F and c not in '"\\')
+
+
 def failure(
-    exc: BaseException, *, request_id: str | None = None
+    exc: BaseException, *, request_id: str | None = None, realm: str = "objectos"
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """(status, body, headers) for any exception; unknown ones are internal_error."""
+    """(status, body, headers) for any exception; unknown ones are internal_error.
+
+    A 401 carries its ``WWW-Authenticate`` challenge (:func:`www_authenticate`
+    in ``realm``), a 429 its ``Retry-After``, a 405 its ``Allow``.
+    """
     headers: dict[str, str] = {}
     if isinstance(exc, ObjectOSError):
+        headers.update(www_authenticate(exc, realm))
         error = exc.to_dict()
         status = exc.status
         if isinstance(exc, RateLimitExceeded):

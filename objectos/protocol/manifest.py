@@ -16,6 +16,7 @@ import semantic_version
 from pydantic import AfterValidator, Field, field_validator
 
 from objectos.protocol._base import ProtocolModel
+from objectos.protocol.auth import AuthSettings
 
 PLUGIN_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -101,7 +102,6 @@ class PluginManifest(ProtocolModel):
         default_factory=PluginConfiguration, description="Configuration schema."
     )
     contributes: Contributes = Field(default_factory=Contributes, description="Contributions.")
-
 
     def resolve_config(self, given: dict[str, Any]) -> dict[str, Any]:
         """Apply defaults and check ``given`` against the schema.
@@ -296,4 +296,7 @@ class HubManifest(ProtocolModel):
     )
     kernel: KernelSettings = Field(default_factory=KernelSettings, description="Kernel loop.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="HTTP surface.")
-
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="Identity: tokens, keys, OIDC providers, sign-in throttling.",
+    )
