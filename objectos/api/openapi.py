@@ -19,8 +19,10 @@ serves for the registry it is given:
   search count`` and one equality parameter per filterable field), the
   ``ETag``/``If-Match``/``If-None-Match`` headers, and the error responses each
   operation can give.
-- ``components.securitySchemes``: bearer JWT, optional while the hub runs
-  the anonymous authenticator.
+- ``components.securitySchemes``: bearer JWT, required when the app
+  authenticates (``auth_required``), optional while it runs the anonymous
+  authenticator;
+- ``POST /api/v1/permissions/check`` when the app mounts it (``permissions``).
 
 :func:`downgrade_to_30` rewrites a document for OpenAPI 3.0 tools (nullable
 instead of ``null`` in ``type``); Swagger UI 4, which ``/docs`` serves
@@ -818,6 +820,59 @@ def meta_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def permissions_paths() -> dict[str, dict[str, Any]]:
+    """``POST /api/v1/permissions/check`` (:mod:`objectos.api.permissions`)."""
+    text = {"type": "string", "minLength": 1}
+    request = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["action", "object"],
+        "properties": {
+            "action": {"type": "string", "enum": ["read", "create", "edit", "delete"]},
+            "object": text,
+            "recordId": text,
+            "field": text,
+            "userId": {
+                **text,
+                "description": "Ask about another user (needs view_all_data or modify_all_data).",
+            },
+        },
+    }
+    decision = {
+        "type": "object",
+        "required": ["allowed", "reasons", "action", "object", "userId"],
+        "properties": {
+            "allowed": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "action": {"type": "string"},
+            "object": {"type": "string"},
+            "recordId": {"type": "string"},
+            "field": {"type": "string"},
+            "userId": {"type": ["string", "null"]},
+        },
+    }
+    return {
+        f"{API_BASE}/permissions/check": {
+            "post": {
+                "tags": ["permissions"],
+                "operationId": "permissions_check",
+                "summary": "May a user do this (object, record, field), and why",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": request}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The decision; a denial is allowed: false.",
+                        "content": {"application/json": {"schema": _envelope(decision)}},
+                    },
+                    **_errors(("400", "401", "403", "404", "429", "500", "503")),
+                },
+            }
+        }
+    }
+
+
 # --- the document ---------------------------------------------------------------------------
 
 
@@ -827,8 +882,14 @@ def openapi_document(
     title: str = "ObjectOS Hub",
     version: str = "0.1.0",
     description: str | None = None,
+    auth_required: bool = False,
+    permissions: bool = False,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the data and metadata API for ``registry``."""
+    """The OpenAPI 3.1 document of the data and metadata API for ``registry``.
+
+    ``auth_required``: every data route needs a bearer token (else it is
+    optional); ``permissions``: describe ``POST /api/v1/permissions/check``.
+    """
     schemas = shared_schemas()
     paths: dict[str, Any] = {}
     tags = []
@@ -855,6 +916,9 @@ def openapi_document(
         }
     }
     tags.append({"name": "metadata", "description": "Object and other metadata, with ETags."})
+    if permissions:
+        paths.update(permissions_paths())
+        tags.append({"name": "permissions", "description": "Why a caller may or may not act."})
     responses = {
         f"Error{status}": {
             "description": text,
@@ -890,8 +954,8 @@ def openapi_document(
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
         },
-        # Bearer JWT, or none while the hub runs the anonymous authenticator.
-        "security": [{"bearerAuth": []}, {}],
+        # Bearer JWT, or none while the app runs the anonymous authenticator.
+        "security": [{"bearerAuth": []}] if auth_required else [{"bearerAuth": []}, {}],
     }
 
 
@@ -960,11 +1024,22 @@ def _downgrade_schema(schema: dict[str, Any]) -> None:
 class OpenAPIDocuments:
     """The documents for the current metadata, rebuilt only when the registry changes."""
 
-    def __init__(self, registry: RegistrySource, *, title: str, version: str) -> None:
-        """Serve documents for ``registry`` (or an async callable returning it)."""
+    def __init__(
+        self,
+        registry: RegistrySource,
+        *,
+        title: str,
+        version: str,
+        auth_required: bool = False,
+        permissions: bool = False,
+    ) -> None:
+        """Serve documents for ``registry`` (or an async callable returning it);
+        the flags are :func:`openapi_document`'s."""
         self.registry_source = registry
         self.title = title
         self.version = version
+        self.auth_required = auth_required
+        self.permissions = permissions
         self._cache: dict[str, tuple[tuple[int, int], dict[str, Any], str]] = {}
 
     async def registry(self) -> MetadataRegistry:
@@ -979,7 +1054,13 @@ class OpenAPIDocuments:
         key = (id(registry), registry.version)
         cached = self._cache.get(dialect)
         if cached is None or cached[0] != key:
-            document = openapi_document(registry, title=self.title, version=self.version)
+            document = openapi_document(
+                registry,
+                title=self.title,
+                version=self.version,
+                auth_required=self.auth_required,
+                permissions=self.permissions,
+            )
             if dialect == "3.0":
                 document = downgrade_to_30(document)
             cached = (key, document, content_etag(document))
@@ -988,10 +1069,22 @@ class OpenAPIDocuments:
 
 
 def openapi_routes(
-    registry: RegistrySource, *, title: str = "ObjectOS Hub", version: str = "0.1.0"
+    registry: RegistrySource,
+    *,
+    title: str = "ObjectOS Hub",
+    version: str = "0.1.0",
+    auth_required: bool = False,
+    permissions: bool = False,
 ) -> list[Route]:
-    """``GET /api/v1/openapi.json`` (3.1) and ``/api/v1/openapi-3.0.json`` (for Swagger UI 4)."""
-    documents = OpenAPIDocuments(registry, title=title, version=version)
+    """``GET /api/v1/openapi.json`` (3.1) and ``/api/v1/openapi-3.0.json`` (for Swagger UI 4);
+    the flags are :func:`openapi_document`'s."""
+    documents = OpenAPIDocuments(
+        registry,
+        title=title,
+        version=version,
+        auth_required=auth_required,
+        permissions=permissions,
+    )
 
     def endpoint(dialect: str) -> Callable[[Request], Awaitable[Response]]:
         async def serve(request: Request) -> Response:
@@ -1023,5 +1116,6 @@ __all__ = [
     "object_schemas",
     "openapi_document",
     "openapi_routes",
+    "permissions_paths",
     "shared_schemas",
 ]
