@@ -5,12 +5,23 @@
     objectos status [--config ...] [--address ...] [--json]
     objectos restart PLUGIN_ID [--config ...] [--address ...]
     objectos down [--config ...] [--address ...]
+    objectos user create --email EMAIL [--password PW] [--name NAME]
+                         [--roles ROLE,...] [--config ...]
 
 Without ``--address``, ``up`` starts a local Ray head (``ray start --head
 --block`` in its own session, on a free port, bound to 127.0.0.1) and records it
 in ``<dataDir>/hub.json``; ``down`` stops exactly that Ray instance. With
 ``--address``, the hub runs on an existing ``ray start`` cluster and ``down``
 leaves the cluster running.
+
+``user create`` is how a hub gets its first administrator (and how an
+operator adds accounts with any roles): it writes the account straight into
+the hub's database, the same one the HTTP replicas authenticate against, so
+it works whether or not the hub is running and needs no Ray. Roles must name
+a role or permission set of the hub's ``*.permission.yml`` (in the sample CRM
+``ceo`` or ``admin`` hold ``modify_all_data``). Without ``--password`` the
+password is read from the terminal (or the first line of stdin). Sign-up, when
+``auth.allowSignUp`` is on, only ever grants ``auth.defaultRoles``.
 
 Exit codes: 0 ok, 1 the hub did not become healthy, 2 bad input (manifest,
 unknown plugin, dependency cycle) — nothing was started, 3 no hub found.
@@ -32,6 +43,7 @@ from typing import Any
 
 from objectos.errors import ObjectOSError
 from objectos.kernel.loader import CheckedHub, check_hub, load_hub
+from objectos.protocol.manifest import HubManifest
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_NO_HUB = 0, 1, 2, 3
 APP_NAME = "objectos"
@@ -515,6 +527,65 @@ def _forget_kernel_state(hub_id: str) -> None:
         internal_kv._internal_kv_del(key.encode(), namespace=KV_NAMESPACE)
 
 
+def _known_roles(metadata_dirs: list[str]) -> set[str]:
+    """Role and permission set names of the hub's security metadata (what a token may name)."""
+    from objectos.metadata.registry import MetadataRegistry
+    from objectos.security.loading import load_security
+
+    security = load_security(MetadataRegistry.load(metadata_dirs))
+    return {role.name for role in security.roles()} | {ps.name for ps in security.permissionSets}
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def _create_user(
+    hub: HubManifest, email: str, password: str | None, name: str | None, roles: list[str]
+) -> dict[str, Any]:
+    from objectos.api.auth import build_identity
+
+    identity, _ = build_identity(hub.auth, hub.database.url, hub.dataDir)
+    try:
+        user = await identity.create_user(email, password, name, roles)
+    finally:
+        await identity.aclose()
+    public: dict[str, Any] = user.public()
+    return public
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    """Create an account with the given roles in the hub's database; print it as JSON."""
+    import asyncio
+
+    from objectos.errors import FieldError, InvalidField
+
+    try:
+        hub = load_hub(args.config)
+        roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
+        unknown = sorted(set(roles) - _known_roles(hub.metadata))
+        if unknown:
+            # A misspelt role would make an account that silently holds nothing.
+            raise InvalidField(
+                f"unknown role(s): {', '.join(unknown)}",
+                field_errors=[
+                    FieldError("roles", "unknown_role", f"{role!r} is no role or permission set")
+                    for role in unknown
+                ],
+            )
+        password = args.password if args.password is not None else _read_password()
+        Path(hub.dataDir).mkdir(parents=True, exist_ok=True)  # the signing key file lives here
+        user = asyncio.run(_create_user(hub, args.email, password, args.name, roles))
+    except ObjectOSError as exc:
+        return _fail(exc)
+    _say(json.dumps(user, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="objectos", description="Run an ObjectOS hub on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -545,13 +616,28 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="stop the hub (and the local Ray it started)")
     common(down)
     down.set_defaults(func=cmd_down)
+
+    user = sub.add_parser("user", help="manage accounts in the hub's database")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create an account (e.g. the first admin)")
+    create.add_argument("--config", default="configs/objectos.yaml", help="hub manifest")
+    create.add_argument("--email", required=True, help="sign-in email")
+    create.add_argument(
+        "--password", default=None, help="password (default: asked for, or read from stdin)"
+    )
+    create.add_argument("--name", default=None, help="display name")
+    create.add_argument(
+        "--roles", default="", help="comma-separated roles or permission sets, e.g. ceo"
+    )
+    create.set_defaults(func=cmd_user_create)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Ray reads its auth mode when it is first imported: settle it before that.
-    ensure_token_auth()
+    if args.command != "user":  # account commands touch only the database
+        # Ray reads its auth mode when it is first imported: settle it before that.
+        ensure_token_auth()
     code: int = args.func(args)
     return code
 
