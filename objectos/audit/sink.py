@@ -75,8 +75,14 @@ class SQLAuditSink:
         max_batch: int = 500,
         max_pending: int = 50_000,
         overflow_wait_s: float = 1.0,
+        autostart: bool = False,
     ) -> None:
-        """Buffer at most ``max_pending`` events; write up to ``max_batch`` per transaction."""
+        """Buffer at most ``max_pending`` events; write up to ``max_batch`` per transaction.
+
+        ``autostart`` starts the flush task on the first ``record`` (for owners
+        built outside an event loop, such as a Serve replica's constructor);
+        ``stop()`` is still theirs to call.
+        """
         if flush_interval_s <= 0 or max_batch < 1 or max_pending < max_batch:
             raise ValueError("need flush_interval_s > 0 and 1 <= max_batch <= max_pending")
         self.store = store
@@ -84,6 +90,7 @@ class SQLAuditSink:
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.overflow_wait_s = overflow_wait_s
+        self.autostart = autostart
         self._pending: deque[tuple[AuditEvent, asyncio.Future[None] | None]] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -152,6 +159,8 @@ class SQLAuditSink:
         await self._drained.wait()
 
     async def _enqueue(self, event: AuditEvent, done: asyncio.Future[None] | None) -> bool:
+        if self.autostart and not self._started:
+            await self.start()
         if self._task is None or self._stopping:
             raise RuntimeError("the audit sink is not running")
         if len(self._pending) >= self.max_pending:

@@ -143,3 +143,12 @@ async def test_sign_ins_and_failures_from_the_identity_service_become_events(
         "198.51.100.9",
     )
     assert failed.details == {"reason": "bad_password", "email": "who@example.com"}
+
+
+async def test_an_autostarting_sink_starts_on_its_first_event(store: AuditStore) -> None:
+    sink = SQLAuditSink(store, autostart=True)  # e.g. built in a Serve replica's __init__
+
+    await sink.record(denied())
+    await sink.stop()
+
+    assert len(await stored(store)) == 1
