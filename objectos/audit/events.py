@@ -64,8 +64,13 @@ MAX_TEXT_LENGTH = 512
 MAX_DETAILS_BYTES = 64 * 1024
 
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-_CONTEXT_FIELDS = {"ip": "ip", "userAgent": "user_agent", "requestId": "request_id"}
-_CONTEXT_FIELDS["traceId"] = "trace_id"
+_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_CONTEXT_FIELDS = {
+    "ip": "ip",
+    "userAgent": "user_agent",
+    "requestId": "request_id",
+    "traceId": "trace_id",
+}
 _EVENT_KEYS = frozenset(
     {
         "id",
@@ -229,7 +234,13 @@ class AuditEvent:
                 )
             )
         texts: dict[str, str | None] = {}
-        for key in ("id", "actor", "object", "recordId", *_CONTEXT_FIELDS):
+        event_id = data.get("id")
+        if event_id is not None and (not isinstance(event_id, str) or not _ID.match(event_id)):
+            errors.append(
+                FieldError("id", "invalid_field", "must be 1-64 letters, digits or . _ : -")
+            )
+        texts["id"] = event_id if isinstance(event_id, str) and _ID.match(event_id) else None
+        for key in ("actor", "object", "recordId", *_CONTEXT_FIELDS):
             value = data.get(key)
             if value is None:
                 texts[key] = None

@@ -25,6 +25,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -492,21 +493,45 @@ class AuditStore:
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
+    # Storable whatever a caller put in: an event the database refuses would
+    # otherwise be retried forever and hold up every event behind it.
     return {
         "id": event.id,
         "seq": event.seq,
         "at": utc(event.at),
         "action": event.action,
-        "actor": event.actor,
-        "object": event.object,
-        "record_id": event.record_id,
-        "ip": event.ip,
-        "user_agent": event.user_agent,
-        "request_id": event.request_id,
-        "trace_id": event.trace_id,
-        "changes": [change.to_dict() for change in event.changes] or None,
-        "details": dict(event.details) or None,
+        "actor": _storable(event.actor),
+        "object": _storable(event.object),
+        "record_id": _storable(event.record_id),
+        "ip": _storable(event.ip),
+        "user_agent": _storable(event.user_agent),
+        "request_id": _storable(event.request_id),
+        "trace_id": _storable(event.trace_id),
+        "changes": _storable([change.to_dict() for change in event.changes]) or None,
+        "details": _storable(dict(event.details)) or None,
     }
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON both databases store: no NUL, no lone surrogate, no NaN, no
+    non-JSON type (those become their ``str``); nesting cut at 32 levels."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        if not value.isascii():
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= 32:
+        return _storable(str(value), depth)
+    if isinstance(value, Mapping):
+        return {_storable(str(k), depth): _storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v, depth + 1) for v in value]
+    return _storable(str(value), depth)
 
 
 def _event(row: Mapping[str, Any]) -> AuditEvent:

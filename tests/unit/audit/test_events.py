@@ -74,3 +74,10 @@ def test_changes_are_parsed_into_field_changes() -> None:
     )
 
     assert event.changes == (FieldChange("phone", "1", "2"),)
+
+
+def test_ids_are_short_and_plain() -> None:
+    with pytest.raises(ValidationError) as caught:
+        AuditEvent.from_dict({"action": "report.exported", "id": "x" * 65})
+    assert caught.value.field_errors[0].field == "id"
+    assert AuditEvent.from_dict({"action": "report.exported", "id": "ext:42"}).id == "ext:42"

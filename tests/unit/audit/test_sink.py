@@ -152,3 +152,25 @@ async def test_an_autostarting_sink_starts_on_its_first_event(store: AuditStore)
     await sink.stop()
 
     assert len(await stored(store)) == 1
+
+
+async def test_an_event_no_database_would_take_is_stored_cleaned_not_retried_forever(
+    store: AuditStore,
+) -> None:
+    # A record id from a URL path with NUL, a lone surrogate, NaN and a non-JSON value:
+    # refused as they are, they would block every event queued behind them.
+    odd = AuditEvent.new(
+        "permission.denied",
+        actor="bob\ud800",
+        record_id="a\x00b",
+        details={"score": float("nan"), "when": time, "nested": {"x": "y\x00"}},
+    )
+    async with SQLAuditSink(store) as sink:
+        await sink.record_durably(odd)
+        await sink.record_durably(denied())
+
+    first, second = await stored(store)
+    assert (first.actor, first.record_id) == ("bob?", "ab")
+    assert first.details["score"] is None and first.details["nested"] == {"x": "y"}
+    assert first.details["when"].startswith("<module")
+    assert second.record_id == "a0"
