@@ -4,12 +4,20 @@
 (:class:`HubHTTP`):
 
 - kernel-facing routes (discovery, health, admin, metrics) ask the kernel actor;
+- identity (``/api/v1/auth``, :mod:`objectos.api.auth`) runs in every
+  replica on the hub's database and key file; every data route and
+  ``/api/v1/permissions`` authenticates with its :class:`HubAuthenticator`
+  (bearer JWT or API key; 401 + ``WWW-Authenticate`` without one);
 - the data and metadata routes (:func:`objectos.api.rest.data_routes`) run a
   DataEngine **in this process** (:class:`ReplicaData`), built from the hub's
   database URL and metadata once the data plugin has migrated the schema, so a
   REST request does not hop through actors; plugin before-hooks are the only
   actor calls on the write path, and only for hooked objects
-  (:class:`actors.hooks.KernelDataHooks`);
+  (:class:`actors.hooks.KernelDataHooks`). The engine is served through a
+  :class:`~objectos.security.guard.SecuredDataService`: object, field and
+  record permissions of ``*.permission.yml`` apply to every data route;
+- ``POST /api/v1/permissions/check`` explains a decision
+  (:mod:`objectos.api.permissions`);
 - ``/api/v1/openapi.json`` and ``/docs`` describe the live metadata.
 
 Middleware (outermost first): request context (ids, trace, access log), CORS,
@@ -42,19 +50,16 @@ from actors.hooks import KernelDataHooks
 from actors.ratelimiter import RayBucketStore
 from actors.remote import RayServiceDirectory
 from objectos import __version__
+from objectos.api.auth import AUTH_ROUTES, AuthRoutes, build_identity
 from objectos.api.discovery import API_BASE, discovery_document
 from objectos.api.docs import DOCS_PATH, docs_routes
 from objectos.api.envelope import error_response, exception_handlers, respond
 from objectos.api.middleware import HTTPSettings, hub_middleware
 from objectos.api.openapi import OPENAPI_PATH, openapi_routes
+from objectos.api.permissions import PERMISSIONS_ROUTES, permission_routes
 from objectos.api.ratelimit import RateLimit
-from objectos.api.rest import (
-    DATA_BASE,
-    META_BASE,
-    AnonymousAuthenticator,
-    Authenticator,
-    data_routes,
-)
+from objectos.api.rest import DATA_BASE, META_BASE, Authenticator, data_routes
+from objectos.data.actor import Actor
 from objectos.data.engine import DataEngine, FindResult
 from objectos.data.schema import create_engine
 from objectos.errors import ObjectOSError, ServiceUnavailable
@@ -62,6 +67,8 @@ from objectos.metadata.registry import MetadataRegistry
 from objectos.plugins.data import DATA_PLUGIN_ID, metadata_fingerprint
 from objectos.plugins.metrics import collect_families
 from objectos.protocol.manifest import HubManifest
+from objectos.security.guard import SecuredDataService
+from objectos.security.permissions import PermissionEngine
 
 logger = logging.getLogger("objectos.http")
 
@@ -77,13 +84,21 @@ MOUNTED_ROUTES = {
     "metadata": META_BASE,
     "openapi": OPENAPI_PATH,
     "docs": DOCS_PATH,
+    **AUTH_ROUTES,
+    **PERMISSIONS_ROUTES,
 }
 #: Route families served by the data engine: advertised while the data plugin runs.
-DATA_FAMILIES = frozenset({"data", "metadata", "openapi", "docs"})
+DATA_FAMILIES = frozenset({"data", "metadata", "openapi", "docs", "permissions"})
 
 
 class ReplicaData:
-    """This replica's DataEngine, built once the data plugin runs; a DataService.
+    """This replica's DataEngine behind its permission guard, built once the data
+    plugin runs; a DataService.
+
+    Every data call goes through a :class:`SecuredDataService` over a
+    :class:`PermissionEngine` compiled from the registry's ``*.permission.yml``
+    (it recompiles when the registry reloads), so callers get only what their
+    roles allow; :meth:`guard` exposes it for ``/api/v1/permissions/check``.
 
     Until the kernel reports ``com.objectos.data`` running, every data call
     raises ServiceUnavailable (503) saying so; the kernel is asked at most
@@ -112,6 +127,7 @@ class ReplicaData:
         self.reload_check_s = reload_check_s
         self._clock = clock
         self._engine: DataEngine | None = None
+        self._guard: SecuredDataService | None = None
         self._database: AsyncEngine | None = None
         self._fingerprint: str | None = None
         self._lock = asyncio.Lock()
@@ -145,6 +161,12 @@ class ReplicaData:
         """The metadata this replica serves."""
         return (await self.engine()).registry
 
+    async def guard(self) -> SecuredDataService:
+        """The permission-checking service over the engine (ServiceUnavailable until it runs)."""
+        await self.engine()
+        assert self._guard is not None
+        return self._guard
+
     async def _build(self) -> None:
         if self._clock() < self._retry_at and self._last_error is not None:
             raise self._last_error
@@ -169,8 +191,21 @@ class ReplicaData:
         except ServiceUnavailable as exc:
             self._last_error, self._retry_at = exc, self._clock() + self.recheck_s
             raise
+        # Compiled before anything is kept: security metadata that does not fit the
+        # objects fails this build (and is retried) instead of serving unguarded data.
+        try:
+            permissions = PermissionEngine.from_registry(registry)
+        except ObjectOSError as exc:
+            error = ServiceUnavailable(
+                f"this replica cannot load the permissions: {exc.message}",
+                details={"problems": [e.to_dict() for e in exc.field_errors]},
+            )
+            self._last_error, self._retry_at = error, self._clock() + self.recheck_s
+            raise error from None
         self._database = create_engine(self.url)
-        self._engine = DataEngine(self._database, registry, hooks=self.hooks)
+        engine = DataEngine(self._database, registry, hooks=self.hooks)
+        self._guard = SecuredDataService(engine, permissions, database=self._database)
+        self._engine = engine
         self._fingerprint = metadata_fingerprint(registry)
         self._checked_at = self._clock()
         logger.info("replica data engine ready (%d objects)", len(registry.objects))
@@ -207,33 +242,34 @@ class ReplicaData:
             await self.hooks.close()
         if self._database is not None:
             database, self._database, self._engine = self._database, None, None
+            self._guard = None
             await database.dispose()
 
-    # DataService: DataEngine's methods, on the engine once it exists.
+    # DataService: DataEngine's methods, through the guard once the engine exists.
 
     async def find(self, *args: Any, **kwargs: Any) -> FindResult:
-        return await (await self.engine()).find(*args, **kwargs)
+        return await (await self.guard()).find(*args, **kwargs)
 
     async def find_one(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await (await self.engine()).find_one(*args, **kwargs)
+        return await (await self.guard()).find_one(*args, **kwargs)
 
     async def count(self, *args: Any, **kwargs: Any) -> int:
-        return await (await self.engine()).count(*args, **kwargs)
+        return await (await self.guard()).count(*args, **kwargs)
 
     async def aggregate(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        return await (await self.engine()).aggregate(*args, **kwargs)
+        return await (await self.guard()).aggregate(*args, **kwargs)
 
     async def insert(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await (await self.engine()).insert(*args, **kwargs)
+        return await (await self.guard()).insert(*args, **kwargs)
 
     async def update(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await (await self.engine()).update(*args, **kwargs)
+        return await (await self.guard()).update(*args, **kwargs)
 
     async def delete(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await (await self.engine()).delete(*args, **kwargs)
+        return await (await self.guard()).delete(*args, **kwargs)
 
     async def batch(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return await (await self.engine()).batch(*args, **kwargs)
+        return await (await self.guard()).batch(*args, **kwargs)
 
 
 class RouteMetrics:
@@ -268,7 +304,12 @@ class RouteMetrics:
 
 
 class HubHTTP:
-    """The routes and their collaborators; one instance per replica."""
+    """The routes and their collaborators; one instance per replica.
+
+    Identity is built here from ``hub.auth`` on the hub's database and data
+    directory (:func:`objectos.api.auth.build_identity`): replicas share the
+    accounts, sessions and signing keys through them, nothing else.
+    """
 
     def __init__(
         self,
@@ -277,7 +318,8 @@ class HubHTTP:
         settings: HTTPSettings | None = None,
         authenticate: Authenticator | None = None,
     ) -> None:
-        """``authenticate`` defaults to the AnonymousAuthenticator (no identity yet)."""
+        """``authenticate`` defaults to the hub's :class:`HubAuthenticator`; pass
+        another :class:`~objectos.api.rest.Authenticator` only to test routing."""
         self.hub = hub
         self.services = RayServiceDirectory(caller="http")
         self.registry = CollectorRegistry()
@@ -301,7 +343,9 @@ class HubHTTP:
         self.settings = settings or HTTPSettings.from_env(
             replica=self.replica, echo_request_id=False
         )
-        self.authenticate = authenticate or AnonymousAuthenticator()
+        self.identity, authenticator = build_identity(hub.auth, hub.database.url, hub.dataDir)
+        self.authenticate: Authenticator = authenticate or authenticator
+        self.auth_routes = AuthRoutes(self.identity, authenticator)
         self.hooks = KernelDataHooks(timeout_s=hub.kernel.hookTimeoutS)
         self.data = ReplicaData(hub, self.hooks, self.kernel_status)
 
@@ -316,6 +360,11 @@ class HubHTTP:
 
     def ok(self, request: Request, data: Any, status: int = 200, **extra: Any) -> JSONResponse:
         return respond(request, data, status=status, **extra)
+
+    async def user_actor(self, user_id: str) -> Actor:
+        """The actor of an account (its roles), for ``permissions/check``'s ``userId``."""
+        user = await self.identity.get_user(user_id)
+        return Actor.user(user.id, user.roles)
 
     async def kernel_status(self) -> dict[str, Any]:
         try:
@@ -392,15 +441,23 @@ class HubHTTP:
         ]
 
     def routes(self) -> list[BaseRoute]:
-        """Kernel routes, data and metadata routes, OpenAPI and docs."""
+        """Kernel routes, identity, data and metadata routes, permissions, OpenAPI and docs."""
         return [
             self.route(API_BASE, self.discovery),
             self.route(f"{API_BASE}/discovery", self.discovery),
             self.route(f"{API_BASE}/health", self.health),
             self.route(f"{API_BASE}/admin/plugins", self.admin_plugins),
             self.route("/metrics", self.metrics),
+            *self.auth_routes.routes(),
             *data_routes(self.data, self.data.registry, self.authenticate),
-            *openapi_routes(self.data.registry, title=self.hub.name, version=self.hub.version),
+            *permission_routes(self.data.guard, self.authenticate, self.user_actor),
+            *openapi_routes(
+                self.data.registry,
+                title=self.hub.name,
+                version=self.hub.version,
+                auth_required=True,
+                permissions=True,
+            ),
             *docs_routes(title=f"{self.hub.name} API"),
         ]
 
@@ -433,3 +490,4 @@ class APIGateway:
     async def __del__(self) -> None:
         # Serve awaits an async __del__ when it stops the replica.
         await self.http.data.close()
+        await self.http.identity.aclose()

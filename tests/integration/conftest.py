@@ -3,10 +3,16 @@
 Ray gets an explicit free GCS port (never 6379: CI runs Redis there), the
 HAProxy ingress is enabled before Ray starts (as `objectos up` does), and the
 Serve app is deployed once: in HAProxy mode a redeploy waits out a 30 s drain.
+
+The session app requires credentials on every data route. Before it is
+deployed, :data:`CRM_USERS` (one account per sample-CRM role) are created in
+its database the way ``objectos user create`` does; :func:`api_as` signs one
+in over HTTP and returns a client carrying its bearer token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -68,6 +74,22 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
 
 
 CRM_METADATA = ROOT / "configs" / "metadata"
+#: Identity settings of test hubs: cheap password hashing (argon2's minimum cost).
+TEST_AUTH = {"passwordHashing": {"timeCost": 1, "memoryCostKib": 64, "parallelism": 1}}
+#: Accounts of the session app: name -> roles (sample CRM roles, configs/metadata/security).
+CRM_USERS = {
+    "admin": ["ceo"],
+    "east_manager": ["east_manager"],
+    "east_rep": ["east_rep"],
+    "west_rep": ["west_rep"],
+    "nobody": [],
+}
+CRM_PASSWORD = "integration-test-password"
+
+
+def email_of(name: str) -> str:
+    """The sign-in email of a :data:`CRM_USERS` account."""
+    return f"{name}@crm.test"
 
 
 def hub_manifest(
@@ -94,6 +116,7 @@ def hub_manifest(
             "plugins": plugins,
             "kernel": settings,
             "metadata": metadata or [str(CRM_METADATA)],
+            "auth": TEST_AUTH,
         }
     )
     return hub.model_dump()
@@ -153,6 +176,48 @@ def serve_hub(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return hub_manifest(tmp_path_factory.mktemp("serve"), {})
 
 
+@pytest.fixture(scope="session")
+def crm_users(serve_hub: dict[str, Any]) -> dict[str, str]:
+    """:data:`CRM_USERS` created in the session app's database: name -> user id."""
+    from objectos.api.auth import build_identity
+    from objectos.protocol.manifest import HubManifest
+
+    hub = HubManifest.model_validate(serve_hub)
+
+    async def create() -> dict[str, str]:
+        identity, _ = build_identity(hub.auth, hub.database.url, hub.dataDir)
+        try:
+            return {
+                name: (await identity.create_user(email_of(name), CRM_PASSWORD, name, roles)).id
+                for name, roles in CRM_USERS.items()
+            }
+        finally:
+            await identity.aclose()
+
+    return asyncio.run(create())
+
+
+def sign_in(url: str, name: str) -> str:
+    """An access token of a :data:`CRM_USERS` account, through ``POST /api/v1/auth/sign-in``."""
+    response = httpx.post(
+        f"{url}/api/v1/auth/sign-in",
+        json={"email": email_of(name), "password": CRM_PASSWORD},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["data"]["accessToken"]
+    return token
+
+
+def api_as(url: str, name: str) -> httpx.Client:
+    """A client of ``<url>/api/v1`` signed in as a :data:`CRM_USERS` account."""
+    return httpx.Client(
+        base_url=f"{url}/api/v1",
+        headers={"Authorization": f"Bearer {sign_in(url, name)}"},
+        timeout=20,
+    )
+
+
 def data_plugin_entry(hub: dict[str, Any]) -> dict[str, Any]:
     """The data plugin's entry, pointed at ``hub``'s database and metadata."""
     return {
@@ -162,8 +227,14 @@ def data_plugin_entry(hub: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def serve_url(ray_session: Any, serve_hub: dict[str, Any]) -> Iterator[str]:
-    """The hub's HTTP app on Ray Serve (HAProxy ingress), deployed once."""
+def serve_url(
+    ray_session: Any, serve_hub: dict[str, Any], crm_users: dict[str, str]
+) -> Iterator[str]:
+    """The hub's HTTP app on Ray Serve (HAProxy ingress), deployed once.
+
+    Its accounts (``crm_users``) exist before the replicas start, so the
+    signing key file is written once, by the test process.
+    """
     from ray import serve
 
     from deployments.api import APIGateway

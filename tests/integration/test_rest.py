@@ -3,6 +3,9 @@
 The kernel runs the data plugin (it migrates the session database to the
 sample CRM) and a plugin with data hooks; the Serve replicas answer the data
 routes once the plugin runs, and call plugin hosts only for hooked objects.
+Every data call is made by a signed-in account; ``admin`` holds the ``ceo``
+role (modify_all_data), so permissions never get in the way here — they have
+their own tests (test_auth_http.py).
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import uuid
 from typing import Any
 
 import httpx
-from conftest import data_plugin_entry, wait_until
+from conftest import api_as, data_plugin_entry, wait_until
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 GUARD = "com.test.case-guard"
 
 
-def start_crm_hub(ray: Any, start_hub: Any, serve_hub: dict[str, Any], url: str) -> None:
+def start_crm_hub(ray: Any, start_hub: Any, serve_hub: dict[str, Any], url: str) -> httpx.Client:
+    """Run the CRM hub's kernel; a client signed in as ``admin`` once both replicas serve."""
     kernel = start_hub(
         {
             "com.objectos.data": data_plugin_entry(serve_hub),
@@ -28,21 +32,21 @@ def start_crm_hub(ray: Any, start_hub: Any, serve_hub: dict[str, Any], url: str)
         }
     )
     wait_until(lambda: ray.get(kernel.ready.remote()), timeout=90)
+    api = api_as(url, "admin")
     # Each replica notices the running data plugin on its own; wait until both serve.
     wait_until(
         lambda: all(
-            httpx.get(f"{url}/api/v1/data/account?top=1", timeout=10).status_code == 200
-            for _ in range(6)
+            api.get("/data/account", params={"top": "1"}).status_code == 200 for _ in range(6)
         ),
         timeout=60,
     )
+    return api
 
 
 def test_crud_metadata_openapi_and_docs_through_serve(
     ray_session: Any, start_hub: Any, serve_hub: dict[str, Any], serve_url: str
 ) -> None:
-    start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
-    api = httpx.Client(base_url=f"{serve_url}/api/v1", timeout=20)
+    api = start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
     name = f"Acme {uuid.uuid4().hex[:8]}"
 
     created = api.post("/data/account", json={"name": name, "industry": "retail"})
@@ -90,15 +94,16 @@ def test_crud_metadata_openapi_and_docs_through_serve(
     assert httpx.get(f"{serve_url}/docs/static/swagger-ui-bundle.js", timeout=20).status_code == 200
 
     discovery = api.get("/discovery").json()["data"]
-    assert {"data", "metadata", "openapi", "docs"} <= set(discovery["routes"])
+    assert {"data", "metadata", "openapi", "docs", "auth", "permissions"} <= set(
+        discovery["routes"]
+    )
     assert discovery["services"]["data"]["status"] == "available"
 
 
 def test_plugin_hooks_reach_the_write_path_of_the_replicas(
     ray_session: Any, start_hub: Any, serve_hub: dict[str, Any], serve_url: str
 ) -> None:
-    start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
-    api = httpx.Client(base_url=f"{serve_url}/api/v1", timeout=20)
+    api = start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
     marker = uuid.uuid4().hex[:8]
 
     # Every replica refuses the vetoed case with the plugin's own error.
@@ -138,20 +143,19 @@ def test_plugin_hooks_reach_the_write_path_of_the_replicas(
 def test_request_ids_are_echoed_and_reported(
     ray_session: Any, start_hub: Any, serve_hub: dict[str, Any], serve_url: str
 ) -> None:
-    start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
+    api = start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-    response = httpx.get(
-        f"{serve_url}/api/v1/data/account",
+    response = api.get(
+        "/data/account",
         params={"top": "1"},
         headers={"X-Request-ID": "it-rest-42", "traceparent": traceparent},
-        timeout=20,
     )
 
     assert response.headers["x-request-id"] == "it-rest-42"
     assert response.json()["meta"]["requestId"] == "it-rest-42"
     assert response.json()["meta"]["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert response.headers["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-    missing = httpx.get(f"{serve_url}/api/v1/data/nothing_here", timeout=20)
+    missing = api.get("/data/nothing_here")
     assert missing.status_code == 404
     assert missing.json()["error"]["requestId"] == missing.headers["x-request-id"]
