@@ -41,7 +41,7 @@ class HubOperator:
         address: str | None = None,
         url: str | None = None,
     ) -> HubOperator:
-        """Find the hub: explicit arguments, then OBJECTOS_RAY_ADDRESS/OBJECTOS_URL, then hub.json."""
+        """Find the hub: arguments, then OBJECTOS_RAY_ADDRESS/OBJECTOS_URL, then hub.json."""
         address = address or os.environ.get("OBJECTOS_RAY_ADDRESS")
         url = url or os.environ.get("OBJECTOS_URL")
         if address is None or url is None:
