@@ -63,6 +63,11 @@ LIST_PATH = "/api/v1/data/account?filter=%7B%22industry%22%3A%22retail%22%7D&top
 
 # -- wrk scripts ---------------------------------------------------------------------------------
 
+WRK_AUTH = r"""
+local bearer = os.getenv("BENCH_AUTHORIZATION")
+if bearer and bearer ~= "" then wrk.headers["Authorization"] = bearer end
+"""
+
 WRK_DONE = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -106,8 +111,10 @@ request = function()
   counter = counter + 1
   local body = string.format(
     '{"name":"Bench %s-%d","industry":"retail","employees":%d}', tag, counter, counter % 500)
-  return wrk.format("POST", "/api/v1/data/account",
-                    {["Content-Type"] = "application/json"}, body)
+  -- Explicit headers replace wrk.headers, so carry the Authorization over.
+  local headers = {["Content-Type"] = "application/json",
+                   ["Authorization"] = wrk.headers["Authorization"]}
+  return wrk.format("POST", "/api/v1/data/account", headers, body)
 end
 """
 
@@ -226,9 +233,10 @@ def run_wrk(
     connections: int,
     threads: int,
     args: list[str],
+    authorization: str = "",
 ) -> dict[str, Any]:
     script = workdir / f"wrk_{route.name}.lua"
-    script.write_text(route.script + WRK_DONE)
+    script.write_text(WRK_AUTH + route.script + WRK_DONE)
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -242,7 +250,8 @@ def run_wrk(
     ]
     if args:
         cmd += ["--", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "BENCH_AUTHORIZATION": authorization}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     for line in out.splitlines():
         if line.startswith("WRKJSON "):
             data: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
@@ -258,10 +267,15 @@ def measure(
     opts: argparse.Namespace,
     tag: str,
 ) -> Result:
-    """A short warm-up, then one measured wrk run."""
+    """A short warm-up, then one measured wrk run, as the bench user (fresh token)."""
     args = {"get": [str(workdir / "ids.txt")], "create": [tag]}.get(route.name, [])
     warm = {"create": [tag + "w"]}.get(route.name, args)
-    common = {"connections": opts.connections, "threads": opts.threads}
+    authorization = "" if route.name in ("hello", "health", "discovery") else bearer(url)
+    common = {
+        "connections": opts.connections,
+        "threads": opts.threads,
+        "authorization": authorization,
+    }
     run_wrk(url, route, workdir, duration=opts.warmup, args=warm, **common)
     # What the server burns with no requests at all (Ray's own heartbeats,
     # health checks, idle replicas) is not the cost of a request: measure it
@@ -353,6 +367,50 @@ def hub_payload(workdir: Path, ratelimit: bool, without: list[str] | None = None
     return payload
 
 
+BENCH_EMAIL = "bench@bench.test"
+BENCH_PASSWORD = "load-generator-not-secret-1"
+
+
+def create_bench_user(payload: dict[str, Any]) -> None:
+    """A ``ceo`` (sees and edits every account) in the hub's database, created
+    before any replica starts, as ``objectos user create`` does (this also
+    writes the signing keys once, instead of racing replicas)."""
+    from objectos.api.auth import build_identity
+    from objectos.protocol.manifest import HubManifest
+
+    hub = HubManifest.model_validate(payload)
+
+    async def create() -> None:
+        identity, _ = build_identity(hub.auth, hub.database.url, hub.dataDir)
+        try:
+            await identity.create_user(BENCH_EMAIL, BENCH_PASSWORD, "bench", ["ceo"])
+        finally:
+            await identity.aclose()
+
+    asyncio.run(create())
+
+
+def bearer(url: str, timeout_s: float = 120) -> str:
+    """``Bearer <access token>`` of the bench user, signed in over HTTP."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = httpx.post(
+                f"{url}/api/v1/auth/sign-in",
+                json={"email": BENCH_EMAIL, "password": BENCH_PASSWORD},
+                timeout=30,
+            )
+            if response.status_code == 200:
+                return "Bearer " + str(response.json()["data"]["accessToken"])
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not sign in at {url}")
+        time.sleep(0.5)
+
+
 def start_kernel(payload: dict[str, Any], timeout_s: float = 180) -> Any:
     import ray
 
@@ -405,11 +463,13 @@ def wait_ready(url: str, timeout_s: float = 180) -> None:
     """Until the data routes answer 200 on every replica (20 in a row, new connections)."""
     import httpx
 
+    headers = {"Authorization": bearer(url, timeout_s)}
     deadline = time.monotonic() + timeout_s
     streak = 0
     while time.monotonic() < deadline:
         try:
-            ok = httpx.get(f"{url}/api/v1/data/account?top=1", timeout=10).status_code == 200
+            response = httpx.get(f"{url}/api/v1/data/account?top=1", headers=headers, timeout=10)
+            ok = response.status_code == 200
         except httpx.HTTPError:
             ok = False
         streak = streak + 1 if ok else 0
@@ -423,7 +483,8 @@ async def _seed(url: str, count: int) -> list[str]:
     import httpx
 
     gate = asyncio.Semaphore(16)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    headers = {"Authorization": bearer(url)}
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
 
         async def one(i: int) -> str:
             body = {"name": f"Seed {i:06d}", "industry": INDUSTRIES[i % len(INDUSTRIES)]}
@@ -593,6 +654,7 @@ def cmd_compare(opts: argparse.Namespace) -> list[Result]:
         variant = ServeVariant("serve: haproxy, 2 replicas", replicas=opts.replicas)
         serve_name = f"(a) serve haproxy x{opts.replicas}"
         uvicorn_name = f"(b) uvicorn x{opts.workers}"
+        create_bench_user(payload)
         with ray_cluster(workdir, haproxy=True) as address:
             start_kernel(payload)
             serve_url = deploy_serve(payload, variant, free_port())
@@ -632,6 +694,7 @@ def cmd_search(opts: argparse.Namespace) -> list[Result]:
             with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
                 workdir = Path(tmp)
                 payload = hub_payload(workdir, opts.ratelimit, opts.without)
+                create_bench_user(payload)
                 with ray_cluster(workdir, haproxy=variant.haproxy):
                     start_kernel(payload)
                     url = deploy_serve(payload, variant, free_port())
