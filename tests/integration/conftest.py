@@ -39,8 +39,8 @@ def free_port() -> int:
 def ray_session() -> Iterator[Any]:
     from deployments.cli import haproxy_env
 
-    for key, value in haproxy_env().items():
-        os.environ.setdefault(key, value)
+    chosen = {key: value for key, value in haproxy_env().items() if key not in os.environ}
+    os.environ.update(chosen)
     import ray
 
     sys.path.insert(0, str(TESTS))
@@ -53,6 +53,12 @@ def ray_session() -> Iterator[Any]:
         runtime_env={"env_vars": {"PYTHONPATH": f"{TESTS}:{ROOT}"}},
         log_to_driver=False,
     )
+    # Ray's processes have their environment now. Forget the HAProxy listener
+    # ports we picked, or hubs that tests start in subprocesses (`objectos up`)
+    # would inherit them and collide with this session's HAProxy.
+    for key in chosen:
+        if key.endswith("_PORT"):
+            os.environ.pop(key, None)
     yield ray
     from deployments.cli import stop_haproxy
 
