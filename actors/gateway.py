@@ -68,6 +68,11 @@ class GatewaySettings(BaseModel):
     max_payload_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest message (a whole document on first sync)."
     )
+    ws_compression: bool = Field(
+        False,
+        description="permessage-deflate on WebSockets: costs CPU per message for keystroke-"
+        "sized updates (off, like socket.io's and ws's defaults).",
+    )
     ping_interval_s: float = Field(25.0, gt=0, description="Engine.IO ping interval.")
     ping_timeout_s: float = Field(20.0, gt=0, description="Engine.IO ping timeout.")
     dev_token: str | None = Field(
@@ -375,6 +380,7 @@ class GatewayActor:
             lifespan="off",
             access_log=False,
             ws_max_size=self.settings.max_payload_bytes,
+            ws_per_message_deflate=self.settings.ws_compression,
             timeout_graceful_shutdown=5,
         )
         self._server = _ActorServer(config)

@@ -279,6 +279,7 @@ class DocumentRoomActor:
         self._passivation_requested = False
         self._closed = asyncio.Event()
         self._outboxes: dict[str, GatewayOutbox] = {}
+        self._retired_deliveries = 0  # deliver calls of outboxes closed since
         self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -312,7 +313,9 @@ class DocumentRoomActor:
             "idle_for_s": room.idle_for() if room else 0.0,
             "log_length": room.log_length if room else 0,
             "client_id": room.client_id if room else 0,
-            "batches_sent": {name: box.batches for name, box in self._outboxes.items()},
+            # Broadcast batches sent to gateways so far (updates / deliver calls = batching).
+            "deliver_calls": self._retired_deliveries
+            + sum(box.batches for box in self._outboxes.values()),
         }
 
     async def passivate(self, *, force: bool = False, min_idle_s: float = 0.0) -> bool:
@@ -358,11 +361,15 @@ class DocumentRoomActor:
         """Stop sending to ``gateway`` (its last socket for this document left)."""
         outbox = self._outboxes.pop(gateway, None)
         if outbox is not None:
+            self._retired_deliveries += outbox.batches
             await outbox.close()
 
-    async def join(self, gateway: str, sid: str) -> None:
+    async def join(self, gateway: str, sid: str, handle: Any = None) -> None:
+        """Count ``sid`` of ``gateway`` as a member (and make sure that gateway is attached)."""
         room = self._require("join")
         await room.join(_member(gateway, sid))
+        if handle is not None and gateway not in self._outboxes:
+            await self.attach(gateway, handle)
 
     async def leave(self, gateway: str, sid: str) -> bytes:
         room = self._room
@@ -486,6 +493,7 @@ class DocumentRoomActor:
         """A gateway died: forget its members (their awareness goes away for everybody)."""
         outbox = self._outboxes.pop(gateway, None)
         if outbox is not None:
+            self._retired_deliveries += outbox.batches
             await outbox.close()
         room = self._room
         if room is None:
@@ -543,6 +551,10 @@ class DocumentRoomActor:
                 owner, _, sid = key.partition("|")
                 if owner == name and sid not in held:
                     await room.leave(key)
+            if not held:
+                # Restarted or done with this document: stop sending it broadcasts.
+                # (A gateway that is just connecting re-attaches with its join.)
+                await self.detach(name)
 
     async def _close(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
@@ -749,13 +761,13 @@ class RemoteRoom:
     async def join(self, connection: str) -> None:
         self._directory.held(self.doc_name).add(connection)
         try:
-            await self._call("join", self._directory.gateway, connection)
+            await self._call("join", self._directory.gateway, connection, self._directory.handle)
         except ObjectOSError:
-            self._directory.held(self.doc_name).discard(connection)
+            self._directory.release(self.doc_name, connection)
             raise
 
     async def leave(self, connection: str) -> bytes:
-        self._directory.held(self.doc_name).discard(connection)
+        self._directory.release(self.doc_name, connection)
         if self.lost:
             return b""
         result: bytes = await self._call("leave", self._directory.gateway, connection)
@@ -936,7 +948,15 @@ class RayRoomDirectory:
         return sorted(self._held.get(doc_name, ()))
 
     def held(self, doc_name: str) -> set[str]:
+        """The (mutable) set of this gateway's members of ``doc_name``."""
         return self._held.setdefault(doc_name, set())
+
+    def release(self, doc_name: str, sid: str) -> None:
+        held = self._held.get(doc_name)
+        if held is not None:
+            held.discard(sid)
+            if not held:
+                del self._held[doc_name]
 
     @property
     def documents(self) -> list[str]:

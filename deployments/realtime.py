@@ -59,6 +59,7 @@ _GATEWAY_KEYS = {
     "port": "port",
     "advertiseUrl": "advertise_url",
     "corsAllowedOrigins": "cors_allowed_origins",
+    "wsCompression": "ws_compression",
     "maxPayloadBytes": "max_payload_bytes",
     "pingIntervalS": "ping_interval_s",
     "pingTimeoutS": "ping_timeout_s",

@@ -606,3 +606,34 @@ def test_unknown_realtime_settings_are_refused_with_their_key() -> None:
     assert bad.value.details["key"] == "realtime.rooms.maxRoom"
     with pytest.raises(ConfigError):
         realtime_settings({**hub, "realtime": {"devToken": "t", "rooms": {"maxRooms": 0}}})
+
+
+def test_broadcast_batches_merge_runs_of_document_updates() -> None:
+    from actors.room import coalesce_broadcasts
+
+    def edit(doc: Doc[Any], text: str) -> bytes:
+        before = doc.get_state()
+        doc.get(FIELD, type=Text).insert(0, text)
+        return doc.get_update(before)
+
+    alice, bob = Doc(), Doc()
+    a1, a2, b1 = edit(alice, "a1"), edit(alice, "a2"), edit(bob, "b1")
+    batch = [
+        ("sync-update", a1, "alice"),
+        ("sync-update", a2, "alice"),
+        ("awareness-update", b"\x00", "bob"),
+        ("sync-update", b1, "bob"),
+        ("sync-update", a1, "alice"),
+    ]
+    merged = coalesce_broadcasts(batch)
+    # Runs of updates become one update; awareness keeps its place between them.
+    assert [(event, sid) for event, _, sid in merged] == [
+        ("sync-update", "alice"),  # one sender: its own sockets still skip it
+        ("awareness-update", "bob"),
+        ("sync-update", None),  # mixed senders: goes to everybody
+    ]
+    replica: Doc[Any] = Doc()
+    for event, payload, _ in merged:
+        if event == "sync-update":
+            replica.apply_update(payload)
+    assert sorted(str(replica.get(FIELD, type=Text))) == sorted("a1a2b1")

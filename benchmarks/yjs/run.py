@@ -1,0 +1,375 @@
+"""Collaborative editing under load: the hub's gateway + Room actors vs Hocuspocus, in one run.
+
+    python benchmarks/yjs/run.py [--rates 500,1000] [--duration 10] [--editors 20]
+                                 [--servers hub,hocuspocus,inprocess] [--repeat 1]
+                                 [--bench /work/shared/bench/yjs] [--work /tmp/objectos-yjs-bench]
+                                 [--json results.json]
+
+The load generator is the steering repo's (``bench/yjs/client/run-load.mjs``, read
+its README.txt): N stock editors (``yjs`` + their provider) on one fresh document,
+spread over 4 Node processes, each inserting 1-3 letters at a fixed total rate;
+latency is insert-on-one-editor to integrated-on-every-other-editor, for all pairs.
+The client directory (and Hocuspocus) are copied to ``--work`` and installed from
+their lock files (``npm ci``), because the bench directory is read-only.
+
+Servers, one after the other for every rate, in the same run:
+
+* ``hub``        -- this hub: a gateway actor (python-socketio under uvicorn) and a
+                    ``room:yjs:<doc>`` actor persisting every update to SQLite, on a
+                    local Ray started here (y-socket.io protocol, dev token).
+* ``hocuspocus`` -- @hocuspocus/server 4.7.0, in memory (the bench's server A): the baseline.
+* ``inprocess``  -- the same handler and rooms as ``hub`` in one plain Python process
+                    (``inprocess_server.py``): what the actor split costs.
+
+Printed per run: achieved updates/s (inserts integrated by every editor / s), p50 and
+p99 latency, CPU of the server processes, and the ratios against Hocuspocus. Every run
+waits (up to 120 s) for a quiet machine first and prints the foreign CPU load it saw,
+because the 2 cores are shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy(window_s: float = 2.0) -> float:
+    """Busy share of all cores over ``window_s`` (0..1)."""
+
+    def sample() -> tuple[float, float]:
+        values = [float(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        idle = values[3] + values[4]
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = sample()
+    time.sleep(window_s)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(total1 - total0, 1e-9)
+
+
+def wait_for_quiet(limit: float = 0.3, max_wait_s: float = 120.0) -> float:
+    deadline = time.monotonic() + max_wait_s
+    busy = machine_busy()
+    while busy > limit and time.monotonic() < deadline:
+        busy = machine_busy()
+    return busy
+
+
+def prepare(bench: Path, work: Path) -> None:
+    """Copy the load generator and Hocuspocus to ``work`` and install them from lock files."""
+    for src, dst in [
+        (bench / "client", work / "client"),
+        (bench / "servers/hocuspocus", work / "hocuspocus"),
+    ]:
+        if not dst.exists():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("node_modules"))
+        if not (dst / "node_modules").exists():
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"], cwd=dst, check=True, timeout=600
+            )
+
+
+# ---------------------------------------------------------------------- servers
+
+
+class Server:
+    """One server under test: how to reach it and which processes to charge CPU to."""
+
+    def __init__(self, key: str, protocol: str, url: str, pids: list[int]) -> None:
+        self.key, self.protocol, self.url, self.pids = key, protocol, url, pids
+
+    def room_status(self, room: str) -> dict[str, Any] | None:
+        return None
+
+
+class HubServer(Server):
+    def room_status(self, room: str) -> dict[str, Any] | None:
+        import ray
+
+        from actors.factory import get_yjs_room
+
+        handle = get_yjs_room(room)
+        return ray.get(handle.status.remote()) if handle is not None else None
+
+
+@contextlib.contextmanager
+def hub_server(tmp: Path) -> Iterator[Server]:
+    import ray
+
+    from deployments.realtime import ensure_gateways, realtime_settings, stop_realtime
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="objectos",
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        log_to_driver=False,
+    )
+    try:
+        hub = {"dataDir": str(tmp), "database": {"url": f"sqlite+aiosqlite:///{tmp}/hub.db"}}
+        settings = realtime_settings(hub, port=0, dev_token=TOKEN)
+        (gateway,) = ensure_gateways(hub, settings=settings)
+        # The room actor's CPU is added per run (HubServer.room_status); the directory
+        # only works at activation and is left out.
+        yield HubServer("hub", "ysocketio", gateway["url"], [gateway["pid"]])
+        stop_realtime()
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def process_server(
+    key: str, protocol: str, cmd: list[str], cwd: Path, env: dict[str, str], ready: str, url: str
+) -> Iterator[Server]:
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{key} exited before it was ready")
+            if line.startswith(ready):
+                break
+        yield Server(key, protocol, url, [proc.pid])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# ---------------------------------------------------------------------- runs
+
+
+def run_load(
+    work: Path, server: Server, rate: int, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    busy = wait_for_quiet()
+    before = {pid: cpu_seconds(pid) for pid in server.pids}
+    started = time.monotonic()
+    cmd = [
+        "node", "run-load.mjs", "--protocol", server.protocol, "--url", server.url,
+        "--editors", str(args.editors), "--procs", str(args.procs), "--rate", str(rate),
+        "--duration", str(args.duration), "--label", server.key, "--out", str(out),
+        "--server-pid", str(server.pids[0]), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "YJS_BENCH_TOKEN": TOKEN}
+    subprocess.run(
+        cmd,
+        cwd=work / "client",
+        env=env,
+        timeout=args.duration * 20 + 240,
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    wall = time.monotonic() - started
+    result: dict[str, Any] = json.loads(out.read_text())
+    cpu = 0.0
+    for pid, start in before.items():
+        end = cpu_seconds(pid)
+        if start is not None and end is not None:
+            cpu += end - start
+    # A room actor is born with its document (a new one per run): all its CPU is this run's.
+    room = server.room_status(result.get("room", ""))
+    room_cpu = (cpu_seconds(room["pid"]) or 0.0) if room else 0.0
+    result["bench"] = {
+        "server": server.key,
+        "quietBefore": round(busy, 3),
+        "loadavg": os.getloadavg(),
+        "serverCpuS": round(cpu + room_cpu, 2),
+        "roomCpuS": round(room_cpu, 2),
+        # Broadcast calls from the room to the gateway: inserts per call = batching.
+        "deliverCalls": room["deliver_calls"] if room else None,
+        "wallS": round(wall, 1),
+    }
+    return result
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    lat = result.get("latencyMs") or {}
+    send_window = result.get("sendWindowS") or 0
+    bench = result["bench"]
+    return {
+        "server": bench["server"],
+        "rate": result.get("offeredRate"),
+        "achieved": result.get("achievedRate"),
+        "p50": lat.get("p50"),
+        "p99": lat.get("p99"),
+        "converged": result.get("converged"),
+        "lateJoin": (result.get("lateJoin") or {}).get("sameText"),
+        # CPU of every server process (gateway + room actor + directory for the hub) per
+        # second of sending, in % of one core.
+        "cpuPct": round(100 * bench["serverCpuS"] / send_window, 1) if send_window else None,
+        "insertsPerDeliver": (
+            round(result["inserts"] / bench["deliverCalls"], 1)
+            if bench.get("deliverCalls") and result.get("inserts")
+            else None
+        ),
+        "otherCpuPct": result.get("otherProcessesCpuPct"),
+        "error": result.get("error"),
+    }
+
+
+def ratio(a: Any, b: Any) -> str:
+    return (
+        f"{a / b:.2f}" if isinstance(a, int | float) and isinstance(b, int | float) and b else "-"
+    )
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{'rate':>5} {'server':<11} {'updates/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'CPU %':>6} {'conv':>5} {'other CPU %':>11}"
+    )
+    for row in rows:
+        print(
+            f"{row['rate']:>5} {row['server']:<11} {row['achieved'] or '-':>9} "
+            f"{row['p50'] or '-':>8} {row['p99'] or '-':>8} {row['cpuPct'] or '-':>6} "
+            f"{'yes' if row['converged'] else 'NO':>5} {row['otherCpuPct'] or '-':>11}"
+            + (f"  error: {row['error'][:80]}" if row["error"] else "")
+        )
+    by = {(r["rate"], r["server"]): r for r in rows}
+    for rate in sorted({r["rate"] for r in rows}):
+        base = by.get((rate, "hocuspocus"))
+        if base is None:
+            continue
+        for key in ("hub", "inprocess"):
+            row = by.get((rate, key))
+            if row is None:
+                continue
+            print(
+                f"ratio {key}/hocuspocus at {rate}/s: "
+                f"updates/s {ratio(row['achieved'], base['achieved'])}, "
+                f"p50 {ratio(row['p50'], base['p50'])}, p99 {ratio(row['p99'], base['p99'])}, "
+                f"CPU {ratio(row['cpuPct'], base['cpuPct'])}"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", default="500,1000")
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--editors", type=int, default=20)
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--servers", default="hub,hocuspocus,inprocess")
+    parser.add_argument("--bench", type=Path, default=Path("/work/shared/bench/yjs"))
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "objectos-yjs-bench"
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    args.work.mkdir(parents=True, exist_ok=True)
+    prepare(args.bench, args.work)
+    rates = [int(r) for r in args.rates.split(",")]
+    wanted = args.servers.split(",")
+    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="yjs-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        hocus_port, inproc_port = free_port(), free_port()
+        servers = []
+        with contextlib.ExitStack() as stack:
+            if "hub" in wanted:
+                servers.append(stack.enter_context(hub_server(tmp)))
+            if "hocuspocus" in wanted:
+                servers.append(
+                    stack.enter_context(
+                        process_server(
+                            "hocuspocus",
+                            "hocuspocus",
+                            ["node", "server.mjs"],
+                            args.work / "hocuspocus",
+                            {"PORT": str(hocus_port)},
+                            "hocuspocus",
+                            f"ws://127.0.0.1:{hocus_port}",
+                        )
+                    )
+                )
+            if "inprocess" in wanted:
+                servers.append(
+                    stack.enter_context(
+                        process_server(
+                            "inprocess",
+                            "ysocketio",
+                            [
+                                sys.executable,
+                                str(HERE / "inprocess_server.py"),
+                                "--port",
+                                str(inproc_port),
+                                "--token",
+                                TOKEN,
+                                "--database-url",
+                                f"sqlite+aiosqlite:///{tmp}/inprocess.db",
+                            ],
+                            ROOT,
+                            {"PYTHONPATH": str(ROOT)},
+                            "ready",
+                            f"http://127.0.0.1:{inproc_port}",
+                        )
+                    )
+                )
+            for repeat in range(args.repeat):
+                for rate in rates:
+                    for server in servers:
+                        out = tmp / f"{server.key}-{rate}-{repeat}.json"
+                        result = run_load(args.work, server, rate, args, out)
+                        raw.append(result)
+                        rows.append(summary(result))
+                        print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(
+        f"{args.editors} editors, {args.duration:g} s per run, load generator: {args.bench}/client"
+    )
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "raw": raw}, indent=2))
+    return 0 if all(r["converged"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
