@@ -50,6 +50,12 @@ from actors.hooks import KernelDataHooks
 from actors.ratelimiter import RayBucketStore
 from actors.remote import RayServiceDirectory
 from objectos import __version__
+from objectos.api.audit import (
+    AUDIT_ROUTES,
+    AuditRoutes,
+    permission_authorizer,
+    with_request_context,
+)
 from objectos.api.auth import AUTH_ROUTES, AuthRoutes, build_identity
 from objectos.api.discovery import API_BASE, discovery_document
 from objectos.api.docs import DOCS_PATH, docs_routes
@@ -59,11 +65,13 @@ from objectos.api.openapi import OPENAPI_PATH, openapi_routes
 from objectos.api.permissions import PERMISSIONS_ROUTES, permission_routes
 from objectos.api.ratelimit import RateLimit
 from objectos.api.rest import DATA_BASE, META_BASE, Authenticator, data_routes
+from objectos.audit import AuditedDataService, AuditStore, SQLAuditSink, auth_event_recorder
 from objectos.data.actor import Actor
 from objectos.data.engine import DataEngine, FindResult
 from objectos.data.schema import create_engine
 from objectos.errors import ObjectOSError, ServiceUnavailable
 from objectos.metadata.registry import MetadataRegistry
+from objectos.plugins.audit import AUDIT_PLUGIN_ID, audit_reads_of
 from objectos.plugins.data import DATA_PLUGIN_ID, metadata_fingerprint
 from objectos.plugins.metrics import collect_families
 from objectos.protocol.manifest import HubManifest
@@ -86,6 +94,7 @@ MOUNTED_ROUTES = {
     "docs": DOCS_PATH,
     **AUTH_ROUTES,
     **PERMISSIONS_ROUTES,
+    **AUDIT_ROUTES,
 }
 #: Route families served by the data engine: advertised while the data plugin runs.
 DATA_FAMILIES = frozenset({"data", "metadata", "openapi", "docs", "permissions"})
@@ -343,11 +352,38 @@ class HubHTTP:
         self.settings = settings or HTTPSettings.from_env(
             replica=self.replica, echo_request_id=False
         )
-        self.identity, authenticator = build_identity(hub.auth, hub.database.url, hub.dataDir)
-        self.authenticate: Authenticator = authenticate or authenticator
+        # Audit: sign-ins, denials and audited reads go to a batched sink; writes are
+        # audited from the change log by the audit plugin, with the request context
+        # every actor carries (ip, user agent, request and trace ids).
+        self.audit_database = create_engine(hub.database.url.replace("{dataDir}", hub.dataDir))
+        self.audit_sink = SQLAuditSink(AuditStore(self.audit_database), autostart=True)
+        self.identity, authenticator = build_identity(
+            hub.auth,
+            hub.database.url,
+            hub.dataDir,
+            on_event=auth_event_recorder(self.audit_sink),
+        )
+        trusted = hub.auth.trustedProxies
+        self.authenticate: Authenticator = with_request_context(
+            authenticate or authenticator, trusted
+        )
         self.auth_routes = AuthRoutes(self.identity, authenticator)
         self.hooks = KernelDataHooks(timeout_s=hub.kernel.hookTimeoutS)
         self.data = ReplicaData(hub, self.hooks, self.kernel_status)
+        self.audited = AuditedDataService(
+            self.data, self.audit_sink, audit_reads=audit_reads_of(hub.plugins)
+        )
+        self.audit_routes = AuditRoutes(
+            self.audit_database,
+            self.authenticate,
+            authorize=self.may_read_audit,
+            sink=self.audit_sink,
+            trusted_proxies=trusted,
+        )
+
+    async def may_read_audit(self, actor: Actor) -> bool:
+        """Audit readers hold ``view_audit_log`` or ``view_all_data``."""
+        return bool(permission_authorizer((await self.data.guard()).permissions)(actor))
 
     def route(self, path: str, handler: Handler, methods: list[str] | None = None) -> Route:
         async def endpoint(request: Request) -> Response:
@@ -400,14 +436,14 @@ class HubHTTP:
 
     async def discovery(self, request: Request) -> Response:
         status = await self.kernel_status()
-        data_running = any(
-            p["id"] == DATA_PLUGIN_ID and p["status"] == "running" for p in status["plugins"]
-        )
-        # The data families answer 503 until the data plugin runs: advertise them from then on.
+        running = {p["id"] for p in status["plugins"] if p["status"] == "running"}
+        data_running = DATA_PLUGIN_ID in running
+        # Families served by a plugin answer 503 until it runs: advertise them from then on.
         routes = {
             family: path
             for family, path in MOUNTED_ROUTES.items()
-            if data_running or family not in DATA_FAMILIES
+            if (data_running or family not in DATA_FAMILIES)
+            and (family not in AUDIT_ROUTES or AUDIT_PLUGIN_ID in running)
         }
         document = discovery_document(
             name=self.hub.name,
@@ -449,7 +485,8 @@ class HubHTTP:
             self.route(f"{API_BASE}/admin/plugins", self.admin_plugins),
             self.route("/metrics", self.metrics),
             *self.auth_routes.routes(),
-            *data_routes(self.data, self.data.registry, self.authenticate),
+            *data_routes(self.audited, self.data.registry, self.authenticate),
+            *self.audit_routes.routes(),
             *permission_routes(self.data.guard, self.authenticate, self.user_actor),
             *openapi_routes(
                 self.data.registry,
@@ -491,3 +528,5 @@ class APIGateway:
         # Serve awaits an async __del__ when it stops the replica.
         await self.http.data.close()
         await self.http.identity.aclose()
+        await self.http.audit_sink.stop()
+        await self.http.audit_database.dispose()
