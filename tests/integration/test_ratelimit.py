@@ -9,16 +9,16 @@ get twice the burst through.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import hub_manifest, wait_until
+from conftest import wait_until
 
 PREFIX = "/rl"
 HEALTH = f"{PREFIX}/api/v1/health"
@@ -26,10 +26,12 @@ BURST, RATE, LEASE = 40, 0.2, 5
 
 
 @pytest.fixture(scope="module")
-def limited_url(
-    ray_session: Any, serve_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The hub app with rate limiting on, two replicas, next to the session app."""
+def limited_url(ray_session: Any, serve_url: str, serve_hub: dict[str, Any]) -> Iterator[str]:
+    """The hub app with rate limiting on, two replicas, next to the session app.
+
+    It shares the session app's manifest (database, signing keys, accounts),
+    so its replicas find everything made already; only the limits differ.
+    """
     import ray
     from ray import serve
 
@@ -39,7 +41,7 @@ def limited_url(
     # The limiter is up before the replicas take traffic (as in a running hub),
     # so no replica starts out limiting on its own while the actor boots.
     ray.get(get_or_create_rate_limiter().stats.remote(), timeout=60)
-    manifest = hub_manifest(tmp_path_factory.mktemp("ratelimit"), {})
+    manifest = copy.deepcopy(serve_hub)
     manifest["serve"]["rateLimit"] = {
         "enabled": True,
         "routes": {"/api/v1/health": {"rate": RATE, "burst": BURST}},
@@ -74,7 +76,7 @@ async def hammer(url: str, total: int, parallel: int, path: str = HEALTH) -> lis
         return await asyncio.gather(*(one() for _ in range(total)))
 
 
-def test_two_replicas_share_one_limit(start_hub: Any, limited_url: str, tmp_path: Path) -> None:
+def test_two_replicas_share_one_limit(start_hub: Any, limited_url: str) -> None:
     import ray
 
     kernel = start_hub({})  # the health route reports the kernel's plugins
