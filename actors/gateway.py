@@ -37,7 +37,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors import factory
-from actors.room import RayRoomDirectory, RoomSettings
+from actors.room import RayRoomDirectory, RoomSettings, set_process_niceness
 from objectos.errors import ConfigError, InvalidToken, ServiceUnavailable, Unauthenticated
 from objectos.realtime.yjs.directory import DocumentRoomLike
 from objectos.realtime.yjs.protocol import Access, Authorize, YSocketIONamespace, doc_name_of
@@ -72,6 +72,13 @@ class GatewaySettings(BaseModel):
         False,
         description="permessage-deflate on WebSockets: costs CPU per message for keystroke-"
         "sized updates (off, like socket.io's and ws's defaults).",
+    )
+    niceness: int | None = Field(
+        0,
+        ge=-20,
+        le=19,
+        description="Scheduling niceness of the gateway process (Ray's default for workers "
+        "is 15); None keeps Ray's. See actors.room.set_process_niceness.",
     )
     ping_interval_s: float = Field(25.0, gt=0, description="Engine.IO ping interval.")
     ping_timeout_s: float = Field(20.0, gt=0, description="Engine.IO ping timeout.")
@@ -261,6 +268,7 @@ class GatewayActor:
         self.node_id = node_id
         self.name = factory.gateway_actor_name(node_id)
         self.settings = GatewaySettings.model_validate(settings)
+        set_process_niceness(self.settings.niceness)
         self.started_at = time.time()
         if authorize is None:
             if not self.settings.dev_token:

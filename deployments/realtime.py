@@ -60,6 +60,7 @@ _GATEWAY_KEYS = {
     "advertiseUrl": "advertise_url",
     "corsAllowedOrigins": "cors_allowed_origins",
     "wsCompression": "ws_compression",
+    "niceness": "niceness",
     "maxPayloadBytes": "max_payload_bytes",
     "pingIntervalS": "ping_interval_s",
     "pingTimeoutS": "ping_timeout_s",
@@ -73,6 +74,7 @@ _ROOM_KEYS = {
     "awarenessTimeoutS": "awareness_timeout_s",
     "maxRooms": "max_rooms",
     "activationTimeoutS": "activation_timeout_s",
+    "niceness": "niceness",
 }
 
 

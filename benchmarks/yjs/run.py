@@ -3,7 +3,7 @@
     python benchmarks/yjs/run.py [--rates 500,1000] [--duration 10] [--editors 20]
                                  [--servers hub,hocuspocus,inprocess] [--repeat 1]
                                  [--bench /work/shared/bench/yjs] [--work /tmp/objectos-yjs-bench]
-                                 [--json results.json]
+                                 [--json results.json] [--ray-niceness]
 
 The load generator is the steering repo's (``bench/yjs/client/run-load.mjs``, read
 its README.txt): N stock editors (``yjs`` + their provider) on one fresh document,
@@ -20,6 +20,9 @@ Servers, one after the other for every rate, in the same run:
 * ``hocuspocus`` -- @hocuspocus/server 4.7.0, in memory (the bench's server A): the baseline.
 * ``inprocess``  -- the same handler and rooms as ``hub`` in one plain Python process
                     (``inprocess_server.py``): what the actor split costs.
+
+The hub's actors lower their niceness to 0 (Ray starts workers at 15; see
+``actors.room.set_process_niceness``); ``--ray-niceness`` measures them at Ray's 15.
 
 Printed per run: achieved updates/s (inserts integrated by every editor / s), p50 and
 p99 latency, CPU of the server processes, and the ratios against Hocuspocus. Every run
@@ -123,7 +126,7 @@ class HubServer(Server):
 
 
 @contextlib.contextmanager
-def hub_server(tmp: Path) -> Iterator[Server]:
+def hub_server(tmp: Path, niceness: int | None) -> Iterator[Server]:
     import ray
 
     from deployments.realtime import ensure_gateways, realtime_settings, stop_realtime
@@ -139,7 +142,9 @@ def hub_server(tmp: Path) -> Iterator[Server]:
     )
     try:
         hub = {"dataDir": str(tmp), "database": {"url": f"sqlite+aiosqlite:///{tmp}/hub.db"}}
-        settings = realtime_settings(hub, port=0, dev_token=TOKEN)
+        settings = realtime_settings(
+            hub, port=0, dev_token=TOKEN, niceness=niceness, rooms={"niceness": niceness}
+        )
         (gateway,) = ensure_gateways(hub, settings=settings)
         # The room actor's CPU is added per run (HubServer.room_status); the directory
         # only works at activation and is left out.
@@ -301,6 +306,11 @@ def main() -> int:
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "objectos-yjs-bench"
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--ray-niceness",
+        action="store_true",
+        help="leave the hub's actors at Ray's worker niceness (15) instead of 0",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     args.work.mkdir(parents=True, exist_ok=True)
@@ -315,7 +325,8 @@ def main() -> int:
         servers = []
         with contextlib.ExitStack() as stack:
             if "hub" in wanted:
-                servers.append(stack.enter_context(hub_server(tmp)))
+                niceness = None if args.ray_niceness else 0
+                servers.append(stack.enter_context(hub_server(tmp, niceness)))
             if "hocuspocus" in wanted:
                 servers.append(
                     stack.enter_context(

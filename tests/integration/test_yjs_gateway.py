@@ -33,7 +33,7 @@ from actors.gateway import (
     RecordDocument,
     SharedTokenAuthorizer,
 )
-from objectos.errors import InvalidToken, Unauthenticated
+from objectos.errors import InvalidToken, ObjectOSError, Unauthenticated
 from objectos.realtime.yjs import Access, SQLUpdateStore, YSocketIOClient
 from objectos.realtime.yjs.client import ConnectionRefused
 
@@ -499,6 +499,34 @@ async def test_a_bad_payload_is_reported_and_loses_nothing(realtime: Realtime) -
         async with client.transact():  # the connection still works
             client.text(FIELD).insert(4, " and more")
         await eventually(lambda: _holds(hub_document(doc), ["kept and more"]))
+
+
+async def test_a_bad_update_in_a_batch_fails_alone(realtime: Realtime) -> None:
+    from actors.factory import get_room_directory
+
+    doc = "notes/n8/content"
+    await hub_document(doc).write_text(FIELD, "")  # activates the room
+    directory = get_room_directory()
+    assert directory is not None
+    room = await directory.activate.remote(doc)
+    writer: Doc[Any] = Doc()
+    updates = []
+    for token in ["[one]", "[two]"]:
+        before = writer.get_state()
+        writer.get(FIELD, type=Text).insert(0, token)
+        updates.append(writer.get_update(before))
+    # What a gateway sends: one call for everything its sockets sent meanwhile.
+    results = await room.receive.remote(
+        "gateway:test",
+        [
+            ("sync-update", updates[0], "s1"),
+            ("sync-update", b"\xff\xff\xff", "s2"),
+            ("sync-update", updates[1], "s1"),
+        ],
+    )
+    assert isinstance(results[1], ObjectOSError) and results[1].code == "validation_error"
+    assert results[0] == results[2] == b""  # applied together; the change is broadcast
+    assert await hub_document(doc).read_text(FIELD) == "[two][one]"
 
 
 # ---------------------------------------------------------------------- lifecycle
