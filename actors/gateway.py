@@ -8,12 +8,13 @@ served with the y-socket.io protocol (``objectos.realtime.yjs.protocol``) on
 namespaces ``/yjs|<doc>``; their rooms are Ray actors (``actors.room``).
 
 Authorization is a callable ``authorize(doc_name, auth) -> Access`` given to the
-actor. Until the hub's JWT authenticator is wired in, the default is *dev mode*
-(:class:`SharedTokenAuthorizer`): the handshake's ``auth.token`` must equal the
-hub's shared realtime token (read-write) or its read token (read-only).
-:class:`DocumentAuthorizer` is where record permissions plug in: documents named
-``<object>/<id>/<field>`` (a record's rich-text field, :class:`RecordDocument`)
-are passed to a ``record_access`` hook that may narrow what the handshake allowed.
+actor, normally a :class:`DocumentAuthorizer`: an identity proves who the
+handshake's ``auth.token`` is -- :class:`HubTokenIdentity` (hub mode: the same hub
+JWTs, provider tokens and API keys as REST) or :class:`SharedTokenIdentity` (dev
+mode: a shared token, read-write, or a read token, read-only) -- and documents named
+``<object>/<id>/<field>`` (a record's rich-text field, :class:`RecordDocument`) pass a
+``record_access`` hook that may narrow that: where record permissions plug in.
+Without an ``authorize`` the actor runs dev mode with ``settings.dev_token``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import ray
 import socketio
@@ -82,10 +83,15 @@ class GatewaySettings(BaseModel):
     )
     ping_interval_s: float = Field(25.0, gt=0, description="Engine.IO ping interval.")
     ping_timeout_s: float = Field(20.0, gt=0, description="Engine.IO ping timeout.")
+    auth: Literal["hub", "dev"] = Field(
+        "hub",
+        description="hub: handshake tokens are checked like REST credentials (the authorize "
+        "callable deployments.realtime builds); dev: a shared token (dev_token).",
+    )
     dev_token: str | None = Field(
         None,
-        description="Dev mode: the shared token giving read-write access (used when no "
-        "authorize callable is given).",
+        description="Dev mode: the shared token giving read-write access (used when the "
+        "actor gets no authorize callable).",
     )
     dev_read_token: str | None = Field(
         None, description="Dev mode: a second shared token giving read-only access."
@@ -119,19 +125,31 @@ class RecordDocument:
         return cls(obj, record_id, field)
 
 
-RecordAccess = Callable[[RecordDocument, Access, dict[str, Any] | None], Awaitable[Access]]
-"""``await record_access(record, granted, auth)`` -> what the connection may do with that
+@dataclass(frozen=True)
+class Grant:
+    """What a handshake proved: the access it allows and who it is (hub mode: an ``Actor``)."""
+
+    access: Access
+    principal: Any = None
+
+
+Identify = Callable[[dict[str, Any] | None], Awaitable[Grant]]
+"""``await identify(auth)`` -> :class:`Grant` for a handshake's ``auth`` object; raises
+``Unauthenticated`` / ``InvalidToken`` / ``ExpiredToken`` to refuse the connection."""
+
+RecordAccess = Callable[[RecordDocument, Grant], Awaitable[Access]]
+"""``await record_access(record, grant)`` -> what ``grant.principal`` may do with that
 record's field. The hook point for record permissions (object, field and record level,
-PROTOCOL.md): the result can only narrow ``granted``; raise ``PermissionDenied`` /
+PROTOCOL.md): the result can only narrow ``grant.access``; raise ``PermissionDenied`` /
 ``RecordNotFound`` to refuse the connection."""
 
 
-class SharedTokenAuthorizer:
+class SharedTokenIdentity:
     """Dev mode: the handshake's ``auth.token`` must be the hub's shared token.
 
     ``token`` gives read-write access to every document, ``read_token`` (optional)
     read-only access. Missing token: ``unauthenticated``; wrong token: ``invalid_token``.
-    Not for production: everybody with the token is the same user.
+    Not for production: everybody with the token is the same principal, ``"dev"``.
     """
 
     def __init__(self, token: str, read_token: str | None = None) -> None:
@@ -140,36 +158,83 @@ class SharedTokenAuthorizer:
         self._token = token.encode()
         self._read_token = read_token.encode() if read_token else None
 
-    async def __call__(self, doc_name: str, auth: dict[str, Any] | None) -> Access:
+    async def __call__(self, auth: dict[str, Any] | None) -> Grant:
         given = (auth or {}).get("token")
         if not isinstance(given, str) or not given:
             raise Unauthenticated("a token is required: connect with auth {token}")
         raw = given.encode()
         if hmac.compare_digest(raw, self._token):
-            return Access(read=True, write=True)
+            return Grant(Access(read=True, write=True), "dev")
         if self._read_token is not None and hmac.compare_digest(raw, self._read_token):
-            return Access(read=True, write=False)
+            return Grant(Access(read=True, write=False), "dev")
         raise InvalidToken("invalid token")
 
 
-class DocumentAuthorizer:
-    """``authenticate`` the handshake, then let ``record_access`` narrow record documents.
+class HubTokenIdentity:
+    """Hub mode: ``auth.token`` is what REST accepts -- a hub access token (JWT), a
+    configured OIDC provider's token, or an API key (``HubAuthenticator.authenticate_token``).
 
-    ``authenticate`` is any :data:`~objectos.realtime.yjs.Authorize` (dev mode today,
-    the hub's JWT authenticator later); free documents get what it grants.
+    Built from the manifest's ``auth`` section, database URL and data directory (the
+    signing keys live there); the identity service is opened in the gateway process
+    on first use, so this object pickles as plain configuration.
     """
 
-    def __init__(self, authenticate: Authorize, record_access: RecordAccess | None = None) -> None:
-        self.authenticate = authenticate
+    def __init__(self, auth_settings: dict[str, Any], database_url: str, data_dir: str) -> None:
+        self.auth_settings = auth_settings
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self._identity: Any = None
+        self._authenticator: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_identity": None, "_authenticator": None}
+
+    async def __call__(self, auth: dict[str, Any] | None) -> Grant:
+        authentication = await self._build().authenticate_token((auth or {}).get("token"))
+        return Grant(Access(read=True, write=True), authentication.actor)
+
+    async def aclose(self) -> None:
+        identity, self._identity, self._authenticator = self._identity, None, None
+        if identity is not None:
+            await identity.aclose()
+
+    def _build(self) -> Any:
+        if self._authenticator is None:
+            # Imported here: the HTTP identity stack is only needed in hub mode.
+            from objectos.api.auth import build_identity
+            from objectos.protocol.auth import AuthSettings
+
+            self._identity, self._authenticator = build_identity(
+                AuthSettings.model_validate(self.auth_settings), self.database_url, self.data_dir
+            )
+        return self._authenticator
+
+
+class DocumentAuthorizer:
+    """The gateway's ``authorize(doc_name, auth)``: identify the handshake, then let
+    ``record_access`` narrow what it may do with a record's field.
+
+    Free documents get what the identity grants; ``<object>/<id>/<field>`` documents
+    (:class:`RecordDocument`) go through ``record_access`` when one is given.
+    """
+
+    def __init__(self, identify: Identify, record_access: RecordAccess | None = None) -> None:
+        self.identify = identify
         self.record_access = record_access
 
     async def __call__(self, doc_name: str, auth: dict[str, Any] | None) -> Access:
-        granted = await self.authenticate(doc_name, auth)
+        grant = await self.identify(auth)
         record = RecordDocument.parse(doc_name)
-        if record is None or self.record_access is None or not granted.read:
-            return granted
-        narrowed = await self.record_access(record, granted, auth)
+        if record is None or self.record_access is None or not grant.access.read:
+            return grant.access
+        narrowed = await self.record_access(record, grant)
+        granted = grant.access
         return Access(read=granted.read and narrowed.read, write=granted.write and narrowed.write)
+
+    async def aclose(self) -> None:
+        close = getattr(self.identify, "aclose", None)
+        if close is not None:
+            await close()
 
 
 # ---------------------------------------------------------------------- protocol handler
@@ -271,14 +336,16 @@ class GatewayActor:
         set_process_niceness(self.settings.niceness)
         self.started_at = time.time()
         if authorize is None:
-            if not self.settings.dev_token:
+            if self.settings.auth != "dev" or not self.settings.dev_token:
                 raise ConfigError(
-                    "the realtime gateway needs an authorize callable or a dev token",
-                    details={"setting": "realtime.devToken"},
+                    "the realtime gateway needs an authorize callable (hub mode: "
+                    "deployments.realtime builds it) or dev mode with a dev token",
+                    details={"setting": "realtime.auth"},
                 )
             authorize = DocumentAuthorizer(
-                SharedTokenAuthorizer(self.settings.dev_token, self.settings.dev_read_token)
+                SharedTokenIdentity(self.settings.dev_token, self.settings.dev_read_token)
             )
+        self.authorize = authorize
         self.rooms = RayRoomDirectory(
             self.name, ray.get_runtime_context().current_actor, self.settings.rooms
         )
@@ -370,6 +437,9 @@ class GatewayActor:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._serving), timeout_s)
         await self.rooms.close()
+        close = getattr(self.authorize, "aclose", None)
+        if close is not None:
+            await close()
 
     async def _serve(self) -> None:
         try:
@@ -407,7 +477,10 @@ __all__ = [
     "GatewayActor",
     "GatewayNamespace",
     "GatewaySettings",
+    "Grant",
+    "HubTokenIdentity",
+    "Identify",
     "RecordAccess",
     "RecordDocument",
-    "SharedTokenAuthorizer",
+    "SharedTokenIdentity",
 ]

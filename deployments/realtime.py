@@ -11,17 +11,18 @@ so any process -- an HTTP replica building the discovery document -- reads the U
 without an actor call.
 
 Settings come from the hub manifest's ``realtime`` section when it has one (keys
-below), else defaults. Until the hub's JWT authenticator is wired in, gateways run
-in *dev mode*: clients send the shared realtime token as handshake ``auth.token``.
-The token is ``realtime.devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else the
-contents of ``<dataDir>/realtime.token`` (created with a random token, mode 0600,
-on first use) -- read it there to connect a client.
+below), else defaults. Clients send a credential as handshake ``auth.token``: in
+*hub mode* (the default) what REST accepts -- a hub access token, a configured OIDC
+provider's token or an API key; in *dev mode* (``auth: dev``) the shared realtime
+token: ``realtime.devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else the contents of
+``<dataDir>/realtime.token`` (created with a random token, mode 0600, on first use).
 
     realtime:
       host: 127.0.0.1          # where each node's gateway binds (0.0.0.0 = all interfaces)
       port: 8001               # the same port on every node; 0 = a free port (one node only)
       advertiseUrl: null       # URL clients should use, if not http://<host or node IP>:<port>
       corsAllowedOrigins: "*"
+      auth: hub                # hub | dev
       devToken: null           # read-write token (dev mode)
       devReadToken: null       # read-only token (dev mode)
       rooms: {idleTimeoutS: 60, maxRooms: 1000, compactEvery: 500, sweepIntervalS: 5,
@@ -43,7 +44,14 @@ import ray
 from ray.experimental import internal_kv
 
 from actors import factory
-from actors.gateway import GatewaySettings
+from actors.gateway import (
+    DocumentAuthorizer,
+    GatewaySettings,
+    HubTokenIdentity,
+    Identify,
+    RecordAccess,
+    SharedTokenIdentity,
+)
 from actors.room import RoomSettings
 from objectos.errors import ConfigError
 from objectos.realtime.yjs.protocol import Authorize
@@ -64,6 +72,7 @@ _GATEWAY_KEYS = {
     "maxPayloadBytes": "max_payload_bytes",
     "pingIntervalS": "ping_interval_s",
     "pingTimeoutS": "ping_timeout_s",
+    "auth": "auth",
     "devToken": "dev_token",
     "devReadToken": "dev_read_token",
 }
@@ -105,10 +114,11 @@ def realtime_settings(hub: Mapping[str, Any], **overrides: Any) -> GatewaySettin
     values.update(overrides)
     if values.get("port") == 0:
         values["port"] = _free_port(values.get("host", "127.0.0.1"))
-    if not values.get("dev_token"):
-        values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(hub)
-    if not values.get("dev_read_token") and os.environ.get(READ_TOKEN_ENV):
-        values["dev_read_token"] = os.environ[READ_TOKEN_ENV]
+    if values.get("auth") == "dev":
+        if not values.get("dev_token"):
+            values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(hub)
+        if not values.get("dev_read_token") and os.environ.get(READ_TOKEN_ENV):
+            values["dev_read_token"] = os.environ[READ_TOKEN_ENV]
     try:
         return GatewaySettings.model_validate({**values, "rooms": RoomSettings(**rooms)})
     except ValueError as exc:
@@ -130,6 +140,28 @@ def dev_token(hub: Mapping[str, Any]) -> str:
     return token
 
 
+def realtime_authorizer(
+    hub: Mapping[str, Any],
+    settings: GatewaySettings,
+    record_access: RecordAccess | None = None,
+) -> DocumentAuthorizer:
+    """The gateways' ``authorize``: hub mode (REST's credentials) unless ``auth: dev``.
+
+    ``record_access`` is the record-permission hook for ``<object>/<id>/<field>``
+    documents (see ``actors.gateway.RecordAccess``); it must be picklable.
+    """
+    identify: Identify
+    if settings.auth == "dev":
+        if not settings.dev_token:
+            raise ConfigError("realtime.auth is dev but no dev token is set")
+        identify = SharedTokenIdentity(settings.dev_token, settings.dev_read_token)
+    else:
+        identify = HubTokenIdentity(
+            dict(hub.get("auth") or {}), hub["database"]["url"], str(hub.get("dataDir") or ".")
+        )
+    return DocumentAuthorizer(identify, record_access)
+
+
 def ensure_gateways(
     hub: Mapping[str, Any],
     *,
@@ -140,10 +172,11 @@ def ensure_gateways(
     """Make sure every alive node runs its gateway and it listens; their ``info``.
 
     Idempotent (actors are found by name). Also starts the room directory and
-    forgets the advertised URLs of nodes that are gone. ``authorize`` replaces dev
-    mode (it must be picklable: Ray ships it to each gateway).
+    forgets the advertised URLs of nodes that are gone. ``authorize`` defaults to
+    :func:`realtime_authorizer` (it must be picklable: Ray ships it to each gateway).
     """
     settings = settings or realtime_settings(hub)
+    authorize = authorize or realtime_authorizer(hub, settings)
     factory.get_or_create_room_directory(settings.rooms.model_dump())
     nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
     handles = [
@@ -251,6 +284,7 @@ __all__ = [
     "dev_token",
     "ensure_gateways",
     "gateway_endpoints",
+    "realtime_authorizer",
     "realtime_routes",
     "realtime_settings",
     "stop_realtime",

@@ -160,7 +160,12 @@ def hub_server(tmp: Path, niceness: int | None) -> Iterator[Server]:
     try:
         hub = {"dataDir": str(tmp), "database": {"url": f"sqlite+aiosqlite:///{tmp}/hub.db"}}
         settings = realtime_settings(
-            hub, port=0, dev_token=TOKEN, niceness=niceness, rooms={"niceness": niceness}
+            hub,
+            port=0,
+            auth="dev",
+            dev_token=TOKEN,
+            niceness=niceness,
+            rooms={"niceness": niceness},
         )
         (gateway,) = ensure_gateways(hub, settings=settings)
         # The room actor's CPU is added per run (HubServer.room_status); the directory

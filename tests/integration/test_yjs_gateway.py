@@ -30,8 +30,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from actors.gateway import (
     DocumentAuthorizer,
+    Grant,
+    HubTokenIdentity,
     RecordDocument,
-    SharedTokenAuthorizer,
+    SharedTokenIdentity,
 )
 from objectos.errors import InvalidToken, ObjectOSError, Unauthenticated
 from objectos.realtime.yjs import Access, SQLUpdateStore, YSocketIOClient
@@ -43,9 +45,7 @@ FIELD = "content"
 SLOW_S = 60  # bound for any single step; activating a room starts a process
 
 
-async def archived_records_are_read_only(
-    record: RecordDocument, granted: Access, auth: dict[str, Any] | None
-) -> Access:
+async def archived_records_are_read_only(record: RecordDocument, grant: Grant) -> Access:
     """The record-permission hook of these tests: fields of ``archive`` records are frozen."""
     return Access(read=True, write=record.object != "archive")
 
@@ -88,7 +88,7 @@ def realtime(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         rooms={"idle_timeout_s": 1.5, "sweep_interval_s": 0.25, "compact_every": 50},
     )
     authorize = DocumentAuthorizer(
-        SharedTokenAuthorizer(WRITER, READER), record_access=archived_records_are_read_only
+        SharedTokenIdentity(WRITER, READER), record_access=archived_records_are_read_only
     )
     (gateway,) = ensure_gateways(hub, settings=settings, authorize=authorize)
     try:
@@ -602,23 +602,57 @@ def test_record_documents_are_recognised_by_name() -> None:
 
 
 async def test_shared_token_dev_mode() -> None:
-    authorize = SharedTokenAuthorizer("s3cret", read_token="peek")
-    assert await authorize("doc", {"token": "s3cret"}) == Access(read=True, write=True)
-    assert await authorize("doc", {"token": "peek"}) == Access(read=True, write=False)
+    identify = SharedTokenIdentity("s3cret", read_token="peek")
+    assert (await identify({"token": "s3cret"})).access == Access(read=True, write=True)
+    assert (await identify({"token": "peek"})).access == Access(read=True, write=False)
     with pytest.raises(InvalidToken):
-        await authorize("doc", {"token": "guess"})
+        await identify({"token": "guess"})
     with pytest.raises(Unauthenticated):
-        await authorize("doc", None)
+        await identify(None)
+
+
+async def test_hub_mode_accepts_the_hubs_own_access_tokens(tmp_path: Path) -> None:
+    from ray import cloudpickle
+
+    from objectos.api.auth import build_identity
+    from objectos.protocol.auth import AuthSettings
+
+    settings = {"allowSignUp": True}
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
+    identity, _ = build_identity(AuthSettings.model_validate(settings), database_url, tmp_path)
+    try:
+        await identity.sign_up("ada@example.com", "correct horse battery")
+        session = await identity.sign_in("ada@example.com", "correct horse battery")
+    finally:
+        await identity.aclose()
+
+    # What a gateway receives: configuration only, the identity opens in its process.
+    authorize = cloudpickle.loads(
+        cloudpickle.dumps(
+            DocumentAuthorizer(HubTokenIdentity(settings, database_url, str(tmp_path)))
+        )
+    )
+    try:
+        token = session.tokens.access_token
+        assert await authorize("notes", {"token": token}) == Access(read=True, write=True)
+        with pytest.raises(InvalidToken):
+            await authorize("notes", {"token": token[:-4] + "AAAA"})
+        with pytest.raises(Unauthenticated):
+            await authorize("notes", {})
+    finally:
+        await authorize.aclose()
 
 
 def test_dev_token_is_created_once_and_kept_private(tmp_path: Path) -> None:
     from deployments.realtime import dev_token, realtime_settings
 
     hub = {"dataDir": str(tmp_path), "database": {"url": "sqlite+aiosqlite:///x.db"}}
+    assert realtime_settings(hub).auth == "hub"
+    assert not (tmp_path / "realtime.token").exists()  # hub mode needs none
     token = dev_token(hub)
     assert dev_token(hub) == token
     assert (tmp_path / "realtime.token").stat().st_mode & 0o077 == 0
-    assert realtime_settings(hub).dev_token == token
+    assert realtime_settings(hub, auth="dev").dev_token == token
 
 
 def test_unknown_realtime_settings_are_refused_with_their_key() -> None:
