@@ -85,6 +85,15 @@ skips it), or None."""
 MAX_BATCH = 500
 """Most events per actor call, in either direction."""
 
+RECEIVE_IN_FLIGHT = 1
+"""``receive`` calls one gateway keeps in flight per document. Measured with 20 editors
+at 500 and 1000 updates/s: 2 in flight (a batch need not wait for the previous one's
+store write; the order would be kept, as the room applies each call in memory before
+its first await, in the order Ray starts them) gave *higher* latency (p50 33 vs 23 ms,
+55-72 vs 44 ms) and more CPU than 1, because smaller batches merge less. Broadcasts
+stay one call in flight regardless: their emits may await, and clients should see
+updates in order."""
+
 Inbound = tuple[str, bytes, str]
 """``(event, payload, sid)`` from a gateway to a room: a connection's update or awareness."""
 
@@ -830,7 +839,7 @@ class RemoteRoom:
         self.handle = handle
         self._directory = directory
         self._inbox: list[tuple[str, bytes, str, asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._senders = 0
         self._watcher: asyncio.Task[None] | None = None
         self._watch_ref: Any = None
         self.lost = False
@@ -915,8 +924,9 @@ class RemoteRoom:
             raise self._gone()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.append((kind, payload, sid, future))
-        if self._sender is None:
-            self._sender = self._directory.spawn(self._send(), f"yjs-inbox:{self.doc_name}")
+        if self._senders < RECEIVE_IN_FLIGHT:
+            self._senders += 1
+            self._directory.spawn(self._send(), f"yjs-inbox:{self.doc_name}")
         return future
 
     async def _send(self) -> None:
@@ -943,13 +953,15 @@ class RemoteRoom:
                         future.set_result(result)
                 batch = []
         finally:
-            self._sender = None
-            # Cancelled (the gateway is stopping): nobody may wait forever.
-            for *_, future in batch + self._inbox:
+            self._senders -= 1
+            # Cancelled (the gateway is stopping): nobody may wait forever -- not for
+            # this call, nor for queued events no other sender will pick up.
+            stranded = batch
+            if not self._senders:
+                stranded, self._inbox = stranded + self._inbox, []
+            for *_, future in stranded:
                 if not future.done():
                     future.set_exception(self._gone())
-            if self.lost:
-                self._inbox = []
 
     def _cancel_watch(self) -> None:
         # Cancelling our await does not end the room's pending ``watch`` coroutine.
