@@ -545,7 +545,7 @@ async def test_room_cap_passivates_idle_rooms_and_refuses_when_all_are_busy(
         pytest.fail(
             f"rooms still live: {[await hub_document(d).status() for d in await live_rooms()]}"
         )
-    await directory.set_max_rooms.remote(2)
+    previous = await directory.set_max_rooms.remote(2)
     try:
         async with realtime.client("cap/1/x") as one, realtime.client("cap/2/x"):
             with pytest.raises(ConnectionRefused) as refused:
@@ -558,7 +558,7 @@ async def test_room_cap_passivates_idle_rooms_and_refuses_when_all_are_busy(
             async with realtime.client("cap/3/x"):
                 assert sorted(await live_rooms()) == ["cap/2/x", "cap/3/x"]
     finally:
-        await directory.set_max_rooms.remote(1000)
+        await directory.set_max_rooms.remote(previous)
 
 
 async def _has_no_members(doc: str) -> bool:
@@ -699,3 +699,42 @@ def test_broadcast_batches_merge_runs_of_document_updates() -> None:
         if event == "sync-update":
             replica.apply_update(payload)
     assert sorted(str(replica.get(FIELD, type=Text))) == sorted("a1a2b1")
+
+
+# Last of the tests that use the gateway: it kills it (Ray restarts it on the same port).
+async def test_killed_gateway_is_restarted_and_stock_clients_reconnect_losing_nothing(
+    realtime: Realtime, node_modules: Path
+) -> None:
+    doc = "notes/n9/content"
+    document = hub_document(doc)
+    edits = 30
+    expected = [node_token(w, i) for w in "AB" for i in range(1, edits)] + [
+        hub_token(i) for i in range(edits)
+    ]
+    async with StockClients.run(
+        realtime.url,
+        doc,
+        "--token",
+        WRITER,
+        "--edits",
+        str(edits),
+        "--pause-ms",
+        "60",
+        "--expect",
+        ",".join(hub_token(i) for i in range(edits)),
+        "--timeout",
+        "60000",
+    ) as node:
+        assert (await node.next_event())["event"] == "synced"
+        async with asyncio.TaskGroup() as tg:
+            result = tg.create_task(node.result(within_s=120))
+            tg.create_task(hub_writer(document, random.Random(5), edits, 0.06))
+            await asyncio.sleep(0.3)  # mid-typing: they type for about a second
+            os.kill(realtime.gateway["pid"], signal.SIGKILL)
+    outcome = result.result()
+    # socket.io-client reconnected to the restarted gateway and the provider re-synced.
+    assert outcome["ok"], (outcome, await node.stderr())
+    text = outcome["a"]
+    assert all(t in text for t in expected)
+    assert await document.read_text(FIELD) == text
+    assert (await _gateway_stats(realtime))["pid"] != realtime.gateway["pid"]
