@@ -592,6 +592,43 @@ def _settings_of(realtime: Realtime) -> Any:
     return realtime_settings(realtime.hub, port=realtime.gateway["port"])
 
 
+POSTGRES_URL = os.environ.get("OBJECTOS_TEST_POSTGRES_URL")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not POSTGRES_URL, reason="OBJECTOS_TEST_POSTGRES_URL not set")
+async def test_a_room_actor_persists_to_postgresql(ray_session: Any) -> None:
+    import uuid
+
+    import sqlalchemy as sa
+
+    from actors.factory import get_or_create_yjs_room
+    from actors.room import RoomSettings
+    from objectos.realtime.yjs.store import yjs_snapshots, yjs_updates
+
+    assert POSTGRES_URL is not None
+    doc = f"pg-test/{uuid.uuid4().hex}/body"  # a name nobody else uses: our own rows
+    settings = RoomSettings(database_url=POSTGRES_URL, compact_every=3).model_dump()
+    room = get_or_create_yjs_room(doc, settings)
+    await room.activate.remote()
+    for word in ["one ", "two ", "three ", "four "]:
+        await room.insert_text.remote(FIELD, 10**6, word)
+    with contextlib.suppress(ray_session.exceptions.RayActorError):
+        await room.passivate.remote(force=True)  # ends the process: the caller sees it die
+    assert await stored_text(POSTGRES_URL, doc) == "one two three four "
+    reloaded = get_or_create_yjs_room(doc, settings)
+    try:
+        await reloaded.activate.remote()
+        assert await reloaded.read_text.remote(FIELD) == "one two three four "
+    finally:
+        ray_session.kill(reloaded, no_restart=True)
+        engine = create_async_engine(POSTGRES_URL)
+        async with engine.begin() as conn:
+            await conn.execute(sa.delete(yjs_updates).where(yjs_updates.c.doc == doc))
+            await conn.execute(sa.delete(yjs_snapshots).where(yjs_snapshots.c.doc == doc))
+        await engine.dispose()
+
+
 # ---------------------------------------------------------------------- pure pieces
 
 
