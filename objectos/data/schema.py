@@ -49,6 +49,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import sqlite3
 import time
 import uuid
 from decimal import Decimal
@@ -417,11 +418,11 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         try:
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                enable_wal(cursor, timeout_s=busy_timeout_ms / 1000)
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         finally:
             cursor.close()
 
@@ -429,6 +430,29 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     def _on_begin(connection: sa.Connection) -> None:
         immediate = connection.get_execution_options().get(WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def enable_wal(cursor: Any, *, timeout_s: float) -> None:
+    """Switch a SQLite file to WAL journaling, waiting out other connections.
+
+    The switch takes an exclusive lock and SQLite answers "database is locked"
+    at once, without consulting the busy handler, when several processes open
+    a new file together (replicas starting side by side), so it is retried here.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 def sqlite_pragma(connection: sa.Connection, pragma: str) -> None:

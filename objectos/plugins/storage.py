@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from objectos.data.schema import enable_wal
 from objectos.errors import ConfigError, ServiceUnavailable, ValidationError
 from objectos.kernel.plugin import Plugin, ServiceDirectory
 from objectos.protocol.manifest import Contributes, PluginConfiguration, PluginManifest
@@ -407,8 +408,8 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     # writer wait instead of failing at once with "database is locked".
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=5000")
+        enable_wal(cursor, timeout_s=5.0)
     finally:
         cursor.close()
 
