@@ -67,6 +67,7 @@ from objectos.data.query import (
     encode_cursor,
     selected_fields,
 )
+from objectos.data.reads import ReadRunner
 from objectos.data.schema import WRITE_OPTION, DecimalType, ObjectTables, new_id
 from objectos.data.sequence import allocate, autonumber_sequence
 from objectos.data.validation import RecordRules, format_autonumber
@@ -306,6 +307,7 @@ class DataEngine:
         """``engine`` from :func:`~objectos.data.schema.create_engine`; ``clock`` gives UTC."""
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        self._reads = ReadRunner(engine)
         self.registry = registry
         self.hooks = hooks
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -313,6 +315,11 @@ class DataEngine:
         self.change_log = ChangeLog(
             engine, self._compiled.tables.change_log, self._compiled.tables.sequence
         )
+
+    @property
+    def read_engine(self) -> sa.Engine:
+        """The (sync) engine reads execute on: see :mod:`objectos.data.reads`."""
+        return self._reads.engine
 
     # -- metadata ---------------------------------------------------------------------------
 
@@ -458,36 +465,24 @@ class DataEngine:
     async def _find(self, plan: _ObjectPlan, spec: QuerySpec, scope: Scope | None) -> FindResult:
         if spec.fields is not None and spec.expand:
             spec = replace(spec, fields=list(dict.fromkeys([*spec.fields, *spec.expand])))
-        condition = self._condition(scope, plan)
-        stmt = build_select(spec, plan.table, plan.columns, extra_where=condition)
-        if spec.limit is not None:
-            stmt = stmt.limit(spec.limit + 1)
-        wanted = selected_fields(spec, plan.columns)
-        async with self._engine.connect() as conn:
-            rows = [dict(r._mapping) for r in (await conn.execute(stmt)).all()]
-            total = None
-            if spec.count:
-                count_stmt = build_count(spec, plan.table, plan.columns, extra_where=condition)
-                total = int((await conn.execute(count_stmt)).scalar_one())
-            has_more = spec.limit is not None and len(rows) > spec.limit
-            if has_more:
-                rows = rows[: spec.limit]
-            next_cursor = encode_cursor(rows[-1], spec.order_by) if has_more and rows else None
-            records = [self._to_json(plan, {k: row[k] for k in wanted if k in row}) for row in rows]
-            if spec.expand:
-                await self._expand(conn, plan, records, spec, scope, depth=1)
-        return FindResult(records, total, has_more, next_cursor, spec.limit, spec.offset)
+        # Scope conditions are built here, on the event loop (the permission engine's
+        # caches are not shared with reader threads); the statements run in one hop.
+        conditions: dict[str, ColumnElement[bool] | None] = {}
+        self._scope_conditions(plan, spec, scope, conditions, depth=1)
+        return await self._reads.run(lambda conn: self._find_sync(conn, plan, spec, conditions))
 
-    async def _expand(
+    def _scope_conditions(
         self,
-        conn: AsyncConnection,
         plan: _ObjectPlan,
-        records: list[dict[str, Any]],
         spec: QuerySpec,
         scope: Scope | None,
+        out: dict[str, ColumnElement[bool] | None],
         depth: int,
     ) -> None:
-        if depth > MAX_EXPAND_DEPTH:
+        """The scope condition of ``plan``'s object and of every object ``spec`` expands."""
+        if plan.obj.name not in out:
+            out[plan.obj.name] = self._condition(scope, plan)
+        if spec.expand and depth > MAX_EXPAND_DEPTH:
             raise InvalidFilter(f"expand is nested deeper than {MAX_EXPAND_DEPTH} levels")
         for name in dict.fromkeys(spec.expand):
             fld = plan.obj.fields.get(name)
@@ -497,6 +492,48 @@ class DataEngine:
                     f"cannot expand {name!r}: not a lookup field of {plan.obj.name!r}",
                     details={"field": name, "usage": "expand"},
                 )
+            nested = spec.expand_specs.get(name) or QuerySpec(limit=None)
+            self._scope_conditions(self._plan(target), nested, scope, out, depth + 1)
+
+    def _find_sync(
+        self,
+        conn: sa.Connection,
+        plan: _ObjectPlan,
+        spec: QuerySpec,
+        conditions: Mapping[str, ColumnElement[bool] | None],
+    ) -> FindResult:
+        condition = conditions[plan.obj.name]
+        stmt = build_select(spec, plan.table, plan.columns, extra_where=condition)
+        if spec.limit is not None:
+            stmt = stmt.limit(spec.limit + 1)
+        wanted = selected_fields(spec, plan.columns)
+        rows = [dict(r._mapping) for r in conn.execute(stmt).all()]
+        total = None
+        if spec.count:
+            count_stmt = build_count(spec, plan.table, plan.columns, extra_where=condition)
+            total = int(conn.execute(count_stmt).scalar_one())
+        has_more = spec.limit is not None and len(rows) > spec.limit
+        if has_more:
+            rows = rows[: spec.limit]
+        next_cursor = encode_cursor(rows[-1], spec.order_by) if has_more and rows else None
+        records = [self._to_json(plan, {k: row[k] for k in wanted if k in row}) for row in rows]
+        if spec.expand:
+            self._expand(conn, plan, records, spec, conditions)
+        return FindResult(records, total, has_more, next_cursor, spec.limit, spec.offset)
+
+    def _expand(
+        self,
+        conn: sa.Connection,
+        plan: _ObjectPlan,
+        records: list[dict[str, Any]],
+        spec: QuerySpec,
+        conditions: Mapping[str, ColumnElement[bool] | None],
+    ) -> None:
+        """Replace lookup ids in ``records`` by the records (checked by _scope_conditions)."""
+        for name in dict.fromkeys(spec.expand):
+            fld = plan.obj.fields[name]
+            target = reference_target(plan.obj.name, fld)
+            assert target is not None
             ids: set[str] = set()
             for record in records:
                 value = record.get(name)
@@ -509,7 +546,7 @@ class DataEngine:
             target_plan = self._plan(target)
             nested = spec.expand_specs.get(name) or QuerySpec(limit=None)
             found: dict[str, dict[str, Any]] = {}
-            condition = self._condition(scope, target_plan)
+            condition = conditions[target]
             ordered = sorted(ids)
             for start in range(0, len(ordered), _EXPAND_CHUNK):
                 chunk = ordered[start : start + _EXPAND_CHUNK]
@@ -527,15 +564,13 @@ class DataEngine:
                     sub, target_plan.table, target_plan.columns, extra_where=condition
                 )
                 wanted = selected_fields(sub, target_plan.columns)
-                for row in (await conn.execute(stmt)).all():
+                for row in conn.execute(stmt).all():
                     mapping = row._mapping
                     found[mapping["id"]] = self._to_json(
                         target_plan, {k: mapping[k] for k in wanted if k in mapping}
                     )
             if nested.expand and found:
-                await self._expand(
-                    conn, target_plan, list(found.values()), nested, scope, depth + 1
-                )
+                self._expand(conn, target_plan, list(found.values()), nested, conditions)
             for record in records:
                 value = record.get(name)
                 if isinstance(value, str) and value in found:
@@ -603,8 +638,7 @@ class DataEngine:
         )
         spec = payload["input"]["query"]
         stmt = build_count(spec, plan.table, plan.columns, extra_where=self._condition(scope, plan))
-        async with self._engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return await self._reads.run(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     async def aggregate(
         self,
@@ -623,8 +657,7 @@ class DataEngine:
         stmt = build_aggregate(
             spec, plan.table, plan.columns, extra_where=self._condition(scope, plan)
         )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.run(lambda conn: conn.execute(stmt).all())
         return [{k: to_json(v) for k, v in row._mapping.items()} for row in rows]
 
     # -- client input -----------------------------------------------------------------------
@@ -935,9 +968,9 @@ class DataEngine:
     async def _read_json(
         self, plan: _ObjectPlan, record_id: str, scope: Scope | None
     ) -> dict[str, Any]:
-        async with self._engine.connect() as conn:
-            row = await self._load(conn, plan, record_id, scope, lock=None)
-        return self._to_json(plan, row)
+        query = self._load_query(plan, record_id, scope, lock=None)
+        row = await self._reads.run(lambda conn: conn.execute(query).first())
+        return self._to_json(plan, self._found(plan, record_id, row))
 
     async def _load(
         self,
@@ -948,6 +981,17 @@ class DataEngine:
         *,
         lock: Literal["update", "delete"] | None,
     ) -> Row:
+        query = self._load_query(plan, record_id, scope, lock=lock)
+        return self._found(plan, record_id, (await conn.execute(query)).first())
+
+    def _load_query(
+        self,
+        plan: _ObjectPlan,
+        record_id: str,
+        scope: Scope | None,
+        *,
+        lock: Literal["update", "delete"] | None,
+    ) -> sa.Select[Any]:
         query = sa.select(plan.table).where(plan.table.c.id == record_id)
         condition = self._condition(scope, plan)
         if condition is not None:
@@ -956,7 +1000,10 @@ class DataEngine:
             # An update never changes the id: FOR NO KEY UPDATE lets children keep
             # inserting (their foreign key check only takes KEY SHARE).
             query = query.with_for_update(key_share=lock == "update")
-        row = (await conn.execute(query)).first()
+        return query
+
+    @staticmethod
+    def _found(plan: _ObjectPlan, record_id: str, row: sa.Row[Any] | None) -> Row:
         if row is None:
             raise RecordNotFound(
                 f"{plan.obj.name} record {record_id!r} does not exist",
@@ -1359,12 +1406,8 @@ class DataEngine:
         return await self._prepare_update(plan, str(op.id), data, actor, scope)
 
     async def _exists(self, plan: _ObjectPlan, record_id: str, scope: Scope | None) -> bool:
-        try:
-            async with self._engine.connect() as conn:
-                await self._load(conn, plan, record_id, scope, lock=None)
-        except RecordNotFound:
-            return False
-        return True
+        query = self._load_query(plan, record_id, scope, lock=None)
+        return await self._reads.run(lambda conn: conn.execute(query).first()) is not None
 
     async def _run_batch_op(
         self,

@@ -404,29 +404,37 @@ def create_engine(url: str | sa.URL, **kwargs: Any) -> AsyncEngine:
     """
     engine = _create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(
-            engine, busy_timeout_ms=int(os.environ.get("OBJECTOS_SQLITE_BUSY_TIMEOUT_MS", "30000"))
+        configure_sqlite(
+            engine.sync_engine,
+            busy_timeout_ms=int(os.environ.get("OBJECTOS_SQLITE_BUSY_TIMEOUT_MS", "30000")),
         )
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def configure_sqlite(engine: sa.Engine, *, busy_timeout_ms: int, read_only: bool = False) -> None:
+    """Pragmas and explicit ``BEGIN`` for every connection of a SQLite ``engine``.
+
+    ``read_only`` connections (the data engine's one-hop readers, see
+    :mod:`objectos.data.reads`) get ``query_only`` and leave the journal mode alone.
+    """
     memory = engine.url.database in (None, "", ":memory:")
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            if not memory:
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
+            elif not memory:
                 enable_wal(cursor, timeout_s=busy_timeout_ms / 1000)
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         immediate = connection.get_execution_options().get(WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -211,7 +211,7 @@ async def test_expand_embeds_lookups_with_one_query_per_field(
         if statement.lstrip().upper().startswith("SELECT"):
             selects.append(statement)
 
-    event.listen(database.sync_engine, "before_cursor_execute", record_select)
+    event.listen(data.read_engine, "before_cursor_execute", record_select)
     try:
         page = await data.find(
             "contact",
@@ -219,7 +219,7 @@ async def test_expand_embeds_lookups_with_one_query_per_field(
             actor=ALICE,
         )
     finally:
-        event.remove(database.sync_engine, "before_cursor_execute", record_select)
+        event.remove(data.read_engine, "before_cursor_execute", record_select)
 
     assert [r["account"] for r in page.records] == [
         {"id": acme["id"], "name": "Acme"},
