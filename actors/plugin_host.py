@@ -153,6 +153,21 @@ class PluginHost:
         with self.metrics.time_hook_call(event):
             return await self.bus.trigger(event, payload)
 
+    async def run_hooks_batch(self, events: list[tuple[str, dict[str, Any]]]) -> int:
+        """Run the after-hooks of several events in order (one call for a replica's batch).
+
+        A failing handler is logged and does not stop the events after it: the
+        writes are committed, there is nothing to veto. Returns how many failed.
+        """
+        failed = 0
+        for event, payload in events:
+            try:
+                await self.run_hooks(event, payload)
+            except Exception:
+                failed += 1
+                self.logger.warning("after-hook %s failed", event, exc_info=True)
+        return failed
+
     async def run_before_hooks(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         with self.metrics.time_hook_call(event):
             return await self.bus.run_before(event, payload)

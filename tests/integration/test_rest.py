@@ -125,6 +125,21 @@ def test_plugin_hooks_reach_the_write_path_of_the_replicas(
     accepted = api.post("/data/case", json={"subject": f"Printer {marker}"})
     assert accepted.status_code == 201
 
+    # After-hooks run after the response, batched (in commit order per replica).
+    subjects = [f"Burst {marker} {i}" for i in range(12)]
+    for subject in subjects:
+        assert api.post("/data/case", json={"subject": subject}).status_code == 201
+    from actors.factory import get_plugin_host
+
+    host = get_plugin_host(GUARD)
+
+    def logged() -> list[str]:
+        seen = ray_session.get(host.call_service.remote("case-log", "subjects", [], {}, "t"))
+        return [s for s in seen if marker in s]
+
+    wait_until(lambda: len(logged()) == len(subjects) + 1, timeout=30)
+    assert sorted(logged()) == sorted([f"Printer {marker}", *subjects])
+
     # Accounts are hooked by no plugin: the guard's host never ran a hook for them.
     for _ in range(3):
         assert api.post("/data/account", json={"name": f"Hookless {uuid.uuid4().hex}"}).is_success
