@@ -11,28 +11,25 @@ PostgreSQL schema of its own, dropped afterwards; tests that take
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from unit_databases import DATABASES, empty_database
 
 from objectos.api.docs import docs_routes
 from objectos.api.envelope import exception_handlers
 from objectos.api.middleware import HTTPSettings, hub_middleware
 from objectos.api.openapi import openapi_routes
 from objectos.api.rest import AnonymousAuthenticator, data_routes
-from objectos.data import DataEngine, create_engine
+from objectos.data import DataEngine
 from objectos.metadata import MetadataRegistry
 
 CRM = Path(__file__).resolve().parents[3] / "configs" / "metadata"
-POSTGRES_URL = os.environ.get("OBJECTOS_TEST_POSTGRES_URL")
 
 
 def build_app(engine: DataEngine, **options: Any) -> Starlette:
@@ -50,40 +47,13 @@ def build_app(engine: DataEngine, **options: Any) -> Starlette:
     )
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(not POSTGRES_URL, reason="OBJECTOS_TEST_POSTGRES_URL unset"),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=DATABASES)
 async def rest_database(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[AsyncEngine]:
     """An empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'rest.db'}")
+    async with empty_database(request.param, tmp_path, "rest") as engine:
         yield engine
-        await engine.dispose()
-        return
-    assert POSTGRES_URL is not None
-    schema = f"objectos_rest_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(POSTGRES_URL)
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 @pytest.fixture

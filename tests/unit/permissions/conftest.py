@@ -10,18 +10,16 @@ own code; nothing is faked.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from unit_databases import DATABASES, empty_database
 
-from objectos.data import Actor, DataEngine, create_engine
+from objectos.data import Actor, DataEngine
 from objectos.metadata import MetadataRegistry
 from objectos.protocol.permission import SecurityConfig
 from objectos.security.guard import SecuredDataService
@@ -29,7 +27,6 @@ from objectos.security.loading import load_security
 from objectos.security.permissions import PermissionEngine
 from objectos.security.sharing import InMemoryRoleDirectory
 
-POSTGRES_URL = os.environ.get("OBJECTOS_TEST_POSTGRES_URL")
 METADATA = Path(__file__).resolve().parents[3] / "configs" / "metadata"
 SEED = Actor.system_actor("seed")
 
@@ -181,40 +178,11 @@ RECORDS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(
-                    not POSTGRES_URL, reason="OBJECTOS_TEST_POSTGRES_URL is not set"
-                ),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=DATABASES)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """An empty database: a SQLite file, or a schema of its own on PostgreSQL (dropped after)."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
+    async with empty_database(request.param, tmp_path, "crm") as engine:
         yield engine
-        await engine.dispose()
-        return
-    assert POSTGRES_URL is not None
-    schema = f"objectos_perm_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(POSTGRES_URL)
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 @dataclass

@@ -12,18 +12,16 @@ each step happens exactly when the test says.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from unit_databases import DATABASES, empty_database
 
-from objectos.data import ChangeEntry, DataEngine, create_engine
+from objectos.data import ChangeEntry, DataEngine
 from objectos.data.filter import ColumnInfo
 from objectos.metadata import MetadataRegistry
 from objectos.realtime.feed import ChangeFeed, ChangeSource, Registration, TargetGone
@@ -59,43 +57,11 @@ NOTE: dict[str, Any] = {
 }
 
 
-POSTGRES_URL = os.environ.get("OBJECTOS_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(
-                    not POSTGRES_URL, reason="OBJECTOS_TEST_POSTGRES_URL is not set"
-                ),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=DATABASES)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """An empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    async with empty_database(request.param, tmp_path, "realtime") as engine:
         yield engine
-        await engine.dispose()
-        return
-    assert POSTGRES_URL is not None
-    schema = f"objectos_realtime_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(POSTGRES_URL)
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 @pytest.fixture
