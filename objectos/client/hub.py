@@ -40,9 +40,9 @@ from urllib.parse import quote
 import httpx
 
 from objectos.client.errors import HubError, error_from_response
-from objectos.client.realtime import RealtimeClient
+from objectos.client.realtime import RealtimeClient, refusal_error
 from objectos.errors import ExpiredToken, ServiceUnavailable
-from objectos.realtime.yjs.client import YSocketIOClient
+from objectos.realtime.yjs.client import ConnectionRefused, YSocketIOClient
 
 API_BASE = "/api/v1"
 #: Refresh the access token when it expires within this many seconds.
@@ -263,16 +263,18 @@ class HubClient:
         is the pycrdt ``Doc``, ``.text(field)`` a ``Text``; edit inside
         ``async with doc.transact():`` (or call ``await doc.flush()``) to send.
         ``awareness`` is announced on connect. Closed by :meth:`aclose` (or
-        ``await doc.disconnect()``). A refused connection raises
-        :class:`~objectos.realtime.yjs.client.ConnectionRefused` whose ``data`` is
-        the hub's error object.
+        ``await doc.disconnect()``). A refused connection raises the hub's error
+        (``InvalidToken``, ``PermissionDenied``...) as a :class:`HubError`.
         """
         url = await self._realtime_url()
         token = await self.fresh_token()
         client = YSocketIOClient(
             url, name, auth={"token": token} if token else None, awareness_state=awareness
         )
-        await client.connect(wait_timeout=within_s)
+        try:
+            await client.connect(wait_timeout=within_s)
+        except ConnectionRefused as exc:
+            raise refusal_error(exc.data) from exc
         try:
             async with asyncio.timeout(within_s):
                 await client.wait_synced()

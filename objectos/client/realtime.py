@@ -456,7 +456,7 @@ class RealtimeClient:
             )
         except socketio.exceptions.ConnectionError as exc:
             if self._refusal is not None:
-                raise _refusal_error(self._refusal) from exc
+                raise refusal_error(self._refusal) from exc
             raise
 
     async def _auth(self) -> dict[str, Any]:
@@ -676,7 +676,7 @@ class RealtimeClient:
         return list(self._subscriptions.values())
 
 
-def _refusal_error(data: Any) -> HubError:
+def refusal_error(data: Any) -> HubError:
     """The hub's connect refusal (``{message, data: {code...}}``) as a typed error."""
     if isinstance(data, Mapping):
         inner = data.get("data")
@@ -697,4 +697,5 @@ __all__ = [
     "Subscription",
     "SubscriptionGap",
     "parse_event",
+    "refusal_error",
 ]
