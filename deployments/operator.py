@@ -6,6 +6,7 @@
     hub.graph_svg()                             # the dependency graph, coloured by status
     hub.metrics("objectos_plugin_restarts")     # samples of one metric family
     hub.restart("com.example.hello")
+    hub.gateways(), hub.yjs_rooms(), hub.record_rooms(), hub.presence()   # live realtime state
 
 It joins the hub's Ray cluster as a driver (for the kernel) and talks HTTP to
 the Serve app (for health and metrics), exactly as the CLI does.
@@ -108,3 +109,94 @@ class HubOperator:
         """Restart one plugin in a fresh host process (new budget)."""
         row: dict[str, Any] = self._get(self.kernel.restart_plugin.remote(plugin_id))
         return row
+
+    # -- realtime ----------------------------------------------------------------------
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """What each node's Socket.IO gateway advertises (name, node, url, ...)."""
+        from deployments.realtime import gateway_endpoints
+
+        return gateway_endpoints()
+
+    def realtime_url(self) -> str | None:
+        """A gateway's Socket.IO base URL (this node's first), or None when none runs."""
+        from deployments.realtime import realtime_routes
+
+        return realtime_routes().get("realtime")
+
+    def yjs_rooms(self) -> list[dict[str, Any]]:
+        """One row per live Yjs document room: state, members, log length, idleness."""
+        from actors import factory
+
+        rows = []
+        for doc in factory.live_yjs_rooms():
+            status = self._status(factory.get_yjs_room(doc))
+            if status is not None:
+                rows.append(
+                    {
+                        "document": doc,
+                        "state": status["state"],
+                        "members": status["members"],
+                        "log_length": status["log_length"],
+                        "idle_for_s": round(float(status["idle_for_s"]), 1),
+                    }
+                )
+        return rows
+
+    def record_rooms(self) -> list[dict[str, Any]]:
+        """One row per live record subscription room (``room:records:<object>``)."""
+        from actors import factory
+
+        rows = []
+        for name in self._named(factory.RECORD_ROOM_PREFIX):
+            status = self._status(factory.get_named_actor(name))
+            if status is not None:
+                rows.append(
+                    {
+                        "object": factory.record_room_object(name),
+                        "cursor": status.get("cursor"),
+                        "subscriptions": len(status.get("subscriptions") or []),
+                        "closing": status.get("closing", False),
+                    }
+                )
+        return rows
+
+    def presence(self) -> list[dict[str, Any]]:
+        """Who is present where: one row per presence room, from every tracker shard."""
+        from actors import factory
+
+        rows = []
+        for name in self._named(factory.PRESENCE_PREFIX):
+            tracker = factory.get_named_actor(name)
+            status = self._status(tracker)
+            if status is None or tracker is None:
+                continue
+            for room in sorted(status.get("rooms") or {}):
+                snapshot = self._get(tracker.snapshot.remote(room))
+                users = ", ".join(f"{u['userId']} ({u['status']})" for u in snapshot["users"])
+                rows.append({"shard": name, "room": room, "users": users})
+        return rows
+
+    def _named(self, prefix: str) -> list[str]:
+        import ray
+
+        from actors.factory import NAMESPACE
+
+        names = ray.util.list_named_actors(all_namespaces=True)
+        return sorted(
+            entry["name"]
+            for entry in names
+            if entry["namespace"] == NAMESPACE and entry["name"].startswith(prefix)
+        )
+
+    def _status(self, handle: Any) -> dict[str, Any] | None:
+        """An actor's ``status()``, or None when it went away meanwhile (rooms passivate)."""
+        import ray
+
+        if handle is None:
+            return None
+        try:
+            status: dict[str, Any] = self._get(handle.status.remote())
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return None
+        return status
