@@ -45,6 +45,8 @@ from objectos.errors import ExpiredToken, ServiceUnavailable
 from objectos.realtime.yjs.client import ConnectionRefused, YSocketIOClient
 
 API_BASE = "/api/v1"
+#: How the hub's API keys begin (``objectos.api.auth.API_KEY_PREFIX``).
+API_KEY_PREFIX = "oos_"
 #: Refresh the access token when it expires within this many seconds.
 REFRESH_MARGIN_S = 30.0
 
@@ -306,7 +308,7 @@ class HubClient:
             if authenticated:
                 token = await self.fresh_token()
                 if token:
-                    sent["Authorization"] = f"Bearer {token}"
+                    sent["Authorization"] = authorization(token)
             response = await self._http.request(
                 method,
                 f"{self.base_url}{API_BASE}{path}",
@@ -434,6 +436,13 @@ class ObjectAPI:
         return dict(await self.hub._call("POST", f"{self._path}/batch", json_body=body))
 
 
+def authorization(credential: str) -> str:
+    """The ``Authorization`` header of a credential: ``ApiKey`` for an API key, else
+    ``Bearer`` (the Socket.IO handshake takes either as ``auth.token``)."""
+    scheme = "ApiKey" if credential.startswith(API_KEY_PREFIX) else "Bearer"
+    return f"{scheme} {credential}"
+
+
 def _page(body: Any) -> Page:
     if not isinstance(body, Mapping):
         raise HubError("unexpected list response", details={"reason": "not an envelope"})
@@ -461,4 +470,4 @@ def _json(response: httpx.Response) -> Any:
         return response.text
 
 
-__all__ = ["API_BASE", "HubClient", "ObjectAPI", "Page"]
+__all__ = ["API_BASE", "API_KEY_PREFIX", "HubClient", "ObjectAPI", "Page", "authorization"]

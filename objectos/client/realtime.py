@@ -395,6 +395,7 @@ class RealtimeClient:
         self._delay_max = reconnection_delay_max
         self._connection: _Connection | None = None
         self._connect_lock = asyncio.Lock()
+        self._up = asyncio.Event()  # the namespace is connected
         self._subscriptions: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -499,6 +500,7 @@ class RealtimeClient:
 
     async def _on_connect(self) -> None:
         self.connections += 1
+        self._up.set()
         if self.connections > 1:
             # Inside the client's read loop: acks can only be awaited from another task.
             self._spawn(self._restore())
@@ -507,6 +509,7 @@ class RealtimeClient:
         self._refusal = data
 
     async def _on_disconnect(self, reason: Any = None) -> None:
+        self._up.clear()
         connection = self._connection
         if self._closed or connection is None:
             return
@@ -584,8 +587,12 @@ class RealtimeClient:
     # ------------------------------------------------------------------ requests
 
     async def _sio(self) -> socketio.AsyncClient:
+        """The connected Socket.IO client; waits out a reconnect in progress."""
         await self.connect()
-        assert self._connection is not None
+        async with asyncio.timeout(self._connect_timeout):
+            await self._up.wait()
+        if self._connection is None:
+            raise RealtimeClosed("the realtime client is closed")
         return self._connection.sio
 
     async def _emit_checked(

@@ -81,6 +81,7 @@ async def test_auth_discovery_and_crud_with_typed_errors(crm_hub: str) -> None:
     async with HubClient(crm_hub) as hub:
         discovery = await hub.discovery()
         assert {"data", "auth", "discovery"} <= set(discovery["routes"])
+        assert (await hub.health())["ready"] is True
 
         with pytest.raises(Unauthenticated) as anonymous:
             await hub.objects("account").find(top=1)

@@ -65,3 +65,13 @@ def test_unknown_codes_keep_their_code_and_the_class_of_their_status() -> None:
     assert isinstance(gone, NotFound) and "nginx" in gone.message
     anonymous = error_from_response(401, {"success": False}, {})
     assert isinstance(anonymous, Unauthenticated)
+
+
+def test_api_keys_and_tokens_get_their_own_authorization_scheme() -> None:
+    from objectos.api.auth import API_KEY_PREFIX
+    from objectos.client.hub import API_KEY_PREFIX as CLIENT_PREFIX
+    from objectos.client.hub import authorization
+
+    assert CLIENT_PREFIX == API_KEY_PREFIX
+    assert authorization(f"{API_KEY_PREFIX}abc") == f"ApiKey {API_KEY_PREFIX}abc"
+    assert authorization("eyJhbGciOi.x.y") == "Bearer eyJhbGciOi.x.y"

@@ -257,3 +257,21 @@ async def test_presence_join_update_leave_and_rejoin_after_reconnect() -> None:
             with pytest.raises(InvalidField) as bad:
                 await ada.presence.join("case/43", status="sleepy")  # type: ignore[arg-type]
             assert bad.value.field == "status"
+
+
+async def test_a_subscribe_during_a_reconnect_waits_for_the_connection() -> None:
+    async with running_peer() as server:
+        peer = server.peer
+        async with client_of(server) as rt:
+            first = await rt.subscribe(objects=["case"])
+            await server.stop()
+            await eventually(lambda: not rt.connected)
+            pending = asyncio.create_task(rt.subscribe(objects=["account"]))
+            await asyncio.sleep(0.3)
+            assert not pending.done()  # waiting for the connection, not failed
+            await server.start()
+            second = await asyncio.wait_for(pending, WITHIN)
+            await peer.write("account", "a1", "create")
+            await peer.write("case", "c1", "create")
+            assert (await take(second, 1))[0].record_id == "a1"
+            assert (await take(first, 1))[0].record_id == "c1"
