@@ -1,8 +1,11 @@
-"""Identity primitives: passwords, signing keys, tokens, OIDC, throttling, API keys.
+"""Identity primitives: passwords, signing keys, tokens, OIDC, throttling, API keys;
+and the permission engine of a running hub.
 
 A pure library (no routes, no Ray): the auth routes and the Socket.IO
 handshake call into it. Each module holds one noun; this package re-exports
-what callers need.
+what callers need. A process that must decide what a user may see (an HTTP
+replica, the realtime gateway, a room actor) builds its engine with
+:func:`start_permission_engine` (:mod:`objectos.security.directory`).
 """
 
 from objectos.security.apikeys import (
@@ -10,6 +13,11 @@ from objectos.security.apikeys import (
     ApiKeyService,
     ApiKeyStore,
     InMemoryApiKeyStore,
+)
+from objectos.security.directory import (
+    HubPermissions,
+    StoreRoleDirectory,
+    start_permission_engine,
 )
 from objectos.security.keys import FileKeyStore, KeyRing, KeyStore, SigningKey
 from objectos.security.oidc import ExternalIdentity, OIDCVerifier, TokenVerifier
@@ -36,6 +44,7 @@ __all__ = [
     "CounterStore",
     "ExternalIdentity",
     "FileKeyStore",
+    "HubPermissions",
     "InMemoryApiKeyStore",
     "InMemoryCounterStore",
     "InMemoryRefreshTokenStore",
@@ -46,8 +55,10 @@ __all__ = [
     "RefreshTokenStore",
     "SignInThrottle",
     "SigningKey",
+    "StoreRoleDirectory",
     "TokenBucket",
     "TokenPair",
     "TokenService",
     "TokenVerifier",
+    "start_permission_engine",
 ]

@@ -349,6 +349,11 @@ class IdentityService:
                 logger.exception("closing an identity resource failed")
 
     @property
+    def users(self) -> UserStore:
+        """The account store (a role directory reads memberships from it)."""
+        return self._users
+
+    @property
     def tokens(self) -> TokenService:
         """The token service (JWKS, verification of the hub's own tokens)."""
         return self._tokens

@@ -14,6 +14,8 @@ table                       holds
 ``_auth_refresh_tokens``    SHA-256 of refresh tokens, family, user, roles, expiry, rotation
 ``_auth_api_keys``          API key id, SHA-256 of the secret, owner, scopes, expiry, revocation
 ``_auth_counters``          sign-in failure times (JSON list) and lockout, one row per key
+``_auth_user_changes``      one row: a counter bumped by every write that adds an account or
+                            changes its roles (the role directories' change marker)
 ==========================  =================================================================
 
 Its four stores implement the Protocols the identity layer is written
@@ -72,6 +74,7 @@ REFRESH_FAMILIES_TABLE = "_auth_refresh_families"
 REFRESH_TOKENS_TABLE = "_auth_refresh_tokens"
 API_KEYS_TABLE = "_auth_api_keys"
 COUNTERS_TABLE = "_auth_counters"
+USER_CHANGES_TABLE = "_auth_user_changes"
 AUTH_TABLES = (
     USERS_TABLE,
     IDENTITIES_TABLE,
@@ -79,6 +82,7 @@ AUTH_TABLES = (
     REFRESH_TOKENS_TABLE,
     API_KEYS_TABLE,
     COUNTERS_TABLE,
+    USER_CHANGES_TABLE,
 )
 
 #: pg_advisory_xact_lock key serialising table creation (distinct from the data engine's).
@@ -168,6 +172,14 @@ class AuthTables:
             sa.Column("forget_lockout_at", sa.Double(), nullable=True),
             sa.Column("updated_at", sa.Double(), nullable=False, index=True),
         )
+        # One row (id 1). A table of its own, not a column: ``create_tables``
+        # never alters, so hubs whose tables predate it get it on their next start.
+        self.user_changes = sa.Table(
+            USER_CHANGES_TABLE,
+            self.metadata,
+            sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+            sa.Column("version", sa.BigInteger(), nullable=False),
+        )
 
 
 class AuthDatabase:
@@ -217,6 +229,11 @@ class AuthDatabase:
                 if self.dialect == "postgresql":
                     await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
                 await conn.run_sync(self.tables.metadata.create_all, checkfirst=True)
+                await conn.execute(
+                    self.insert_ignoring_conflicts(
+                        self.tables.user_changes, {"id": 1, "version": 0}
+                    )
+                )
             self._ready = True
 
     @asynccontextmanager
@@ -301,12 +318,43 @@ def _seconds(value: dt.datetime) -> float:
 
 
 class SQLUserStore:
-    """Accounts and external identity links (:class:`~objectos.security.identity.UserStore`)."""
+    """Accounts and external identity links (:class:`~objectos.security.identity.UserStore`).
+
+    Also the source of :class:`~objectos.security.directory.StoreRoleDirectory`
+    (:meth:`role_memberships`, :meth:`role_marker`): every write that adds an
+    account or sets roles bumps ``_auth_user_changes`` in its own transaction,
+    so a replica learns that its copy is stale with one primary-key read.
+    """
 
     def __init__(self, db: AuthDatabase) -> None:
         self._db = db
         self._users = db.tables.users
         self._identities = db.tables.identities
+        self._changes = db.tables.user_changes
+
+    async def _bump(self, conn: AsyncConnection) -> None:
+        changes = self._changes
+        await conn.execute(
+            changes.update().where(changes.c.id == 1).values(version=changes.c.version + 1)
+        )
+
+    async def role_marker(self) -> int:
+        """A number that changes whenever an account is added or its roles change."""
+        async with self._db.read() as conn:
+            version = (
+                await conn.execute(
+                    sa.select(self._changes.c.version).where(self._changes.c.id == 1)
+                )
+            ).scalar()
+        return int(version or 0)
+
+    async def role_memberships(self) -> dict[str, tuple[str, ...]]:
+        """user id -> roles of every account holding at least one role (disabled ones too:
+        their records still belong to their place in the hierarchy)."""
+        users = self._users
+        async with self._db.read() as conn:
+            rows = await conn.execute(sa.select(users.c.id, users.c.roles))
+            return {row.id: tuple(row.roles) for row in rows if row.roles}
 
     def _row(self, user: UserRecord) -> dict[str, Any]:
         return {
@@ -340,6 +388,7 @@ class SQLUserStore:
         try:
             async with self._db.write() as conn:
                 await conn.execute(self._users.insert().values(**self._row(user)))
+                await self._bump(conn)
         except sa.exc.IntegrityError:
             # The only unique columns are the id (UUIDv7, never reused) and the email.
             raise duplicate_email() from None
@@ -389,9 +438,11 @@ class SQLUserStore:
         if name is not None:
             values["name"] = name
         async with self._db.write() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 self._users.update().where(self._users.c.id == user_id).values(values)
             )
+            if roles is not None and result.rowcount:
+                await self._bump(conn)
             row = (
                 await conn.execute(sa.select(self._users).where(self._users.c.id == user_id))
             ).first()
@@ -448,6 +499,7 @@ class SQLUserStore:
                         if taken is not None:
                             user = replace(user, email=None)
                     await conn.execute(users.insert().values(**self._row(user)))
+                    await self._bump(conn)
                     await conn.execute(
                         links.insert().values(
                             issuer=issuer,
@@ -757,6 +809,7 @@ __all__ = [
     "REFRESH_FAMILIES_TABLE",
     "REFRESH_TOKENS_TABLE",
     "USERS_TABLE",
+    "USER_CHANGES_TABLE",
     "AuthDatabase",
     "AuthTables",
     "SQLApiKeyStore",
