@@ -25,7 +25,8 @@ Routes (bodies are JSON objects; unknown keys are refused):
 :class:`HubAuthenticator` turns a request into an
 :class:`~objectos.data.actor.Actor`: ``Authorization: Bearer <JWT>`` (the
 hub's own or a configured OIDC provider's), ``Authorization: ApiKey <key>``
-or ``X-API-Key: <key>``. Missing or bad credentials raise
+or ``X-API-Key: <key>`` (an API key also works as a bearer token, for clients
+such as Prometheus that only send bearer tokens). Missing or bad credentials raise
 :class:`~objectos.errors.Unauthenticated` / ``InvalidToken`` /
 ``ExpiredToken`` (401); :func:`~objectos.api.envelope.www_authenticate`
 (re-exported here) gives the matching ``WWW-Authenticate`` challenge (RFC 6750 §3).
@@ -58,6 +59,7 @@ from objectos.errors import (
     InvalidField,
     InvalidToken,
     MissingRequiredField,
+    ObjectOSError,
     Unauthenticated,
     ValidationError,
 )
@@ -80,6 +82,10 @@ AUTH_ROUTES = {"auth": AUTH_BASE, "jwks": JWKS_WELL_KNOWN}
 #: Auth request bodies are a few short strings; anything bigger is refused unread.
 MAX_BODY_BYTES = 16 * 1024
 API_KEY_PREFIX = "oos_"
+#: ``request.state`` attributes: the verified :class:`Authentication`, or the
+#: error a credential was refused with.
+AUTH_STATE = "auth"
+AUTH_ERROR_STATE = "auth_error"
 
 Handler = Callable[[Request], Awaitable[Response]]
 AuthMethod = Literal["token", "oidc", "api_key"]
@@ -171,10 +177,37 @@ class HubAuthenticator:
         """The actor behind ``request``; raises Unauthenticated / InvalidToken / ExpiredToken.
 
         Also stores the full :class:`Authentication` in ``request.state.auth``.
+        A request is verified once: a second call (after :meth:`remember`)
+        answers from the state.
         """
+        state = request.state
+        known = getattr(state, AUTH_STATE, None)
+        if isinstance(known, Authentication):
+            return known.actor
+        failed = getattr(state, AUTH_ERROR_STATE, None)
+        if isinstance(failed, ObjectOSError):
+            raise failed
         auth = await self.authentication(request)
-        request.state.auth = auth
+        setattr(state, AUTH_STATE, auth)
         return auth.actor
+
+    async def remember(self, request: Request) -> None:
+        """Verify the request's credential ahead of its route (the rate limiter's
+        ``identify``), leaving the result in ``request.state`` for :meth:`authenticate`.
+
+        A request without a credential is left alone (the route decides
+        whether it needs one); a bad credential is remembered as such and
+        refused by the route that asks. Never raises.
+        """
+        headers = request.headers
+        if "authorization" not in headers and "x-api-key" not in headers:
+            return
+        try:
+            await self.authenticate(request)
+        except ObjectOSError as exc:
+            setattr(request.state, AUTH_ERROR_STATE, exc)
+        except Exception:  # the route verifies again and reports it
+            logger.warning("verifying a credential ahead of the route failed", exc_info=True)
 
     async def __call__(self, request: Request) -> Actor:
         """Same as :meth:`authenticate`, so the authenticator is the data routes'
@@ -202,6 +235,8 @@ class HubAuthenticator:
         if not credential:
             raise InvalidToken("invalid token", details={"reason": "malformed token"})
         if scheme.lower() == "bearer":
+            if credential.startswith(API_KEY_PREFIX):
+                return await self.authenticate_api_key(credential)
             return await self.authenticate_bearer(credential)
         if scheme.lower() == "apikey":
             return await self.authenticate_api_key(credential)

@@ -3,8 +3,10 @@
 Each client gets one token bucket per route family: ``rate`` requests per
 second sustained, ``burst`` at once (:class:`~objectos.protocol.manifest.RateLimitSettings`).
 A client is its authenticated user, else its API key, else its address
-(:func:`client_identity`). A refused request gets ``429 rate_limit_exceeded``
-in the error envelope with ``Retry-After``.
+(:func:`client_identity`). When authentication happens in the routes, after
+this middleware, :func:`verified_identity` verifies the credential here first
+(once per request: the route reuses the result). A refused request gets
+``429 rate_limit_exceeded`` in the error envelope with ``Retry-After``.
 
 The buckets live in one shared :class:`BucketStore` (in production the
 ``ratelimiter`` Ray actor), because a limit that each of N replicas enforces
@@ -45,6 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -301,6 +304,30 @@ def client_identity(scope: Scope, trusted_proxies: Iterable[Network] = ()) -> st
     return "ip:" + _client_address(scope, tuple(trusted_proxies))
 
 
+def verified_identity(
+    verify: Callable[[Request], Awaitable[None]], trusted_proxies: Iterable[str] = ()
+) -> Identify:
+    """An ``identify`` for :class:`RateLimit` that verifies the caller itself.
+
+    ``verify(request)`` checks the request's credential and, if it is good,
+    leaves the :class:`Authentication`-like result in ``request.state.auth``
+    (e.g. :meth:`objectos.api.auth.HubAuthenticator.remember`); it must not
+    raise for a bad one. Then :func:`client_identity` decides: a verified
+    principal has its own bucket, anything else counts against its address.
+    A request without credential headers costs no verification.
+    """
+    trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+
+    async def identify(scope: Scope) -> str:
+        for name, _ in scope.get("headers") or ():
+            if name in (b"authorization", b"x-api-key"):
+                await verify(Request(scope))
+                break
+        return client_identity(scope, trusted)
+
+    return identify
+
+
 def _client_address(scope: Scope, trusted: tuple[Network, ...]) -> str:
     client = scope.get("client")
     peer = client[0] if client else "unknown"
@@ -434,4 +461,5 @@ __all__ = [
     "RateLimit",
     "TokenLeases",
     "client_identity",
+    "verified_identity",
 ]

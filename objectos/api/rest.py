@@ -615,7 +615,11 @@ class _DataAPI:
 
     # -- metadata -----
 
+    # Metadata describes the data model (objects, fields, permission sets): callers
+    # must be authenticated, like every data route, but need no object permission.
+
     async def meta_types(self, request: Request) -> Response:
+        await self.authenticate(request)
         registry = await self.registry()
         types = []
         for kind in registry.kinds():
@@ -624,6 +628,7 @@ class _DataAPI:
         return respond(request, {"types": types})
 
     async def meta_list(self, request: Request) -> Response:
+        await self.authenticate(request)
         registry = await self.registry()
         kind = _meta_kind(registry, request.path_params["type"])
         items = visible_items(registry, kind)
@@ -634,6 +639,7 @@ class _DataAPI:
         return respond(request, data, headers={"ETag": etag})
 
     async def meta_item(self, request: Request) -> Response:
+        await self.authenticate(request)
         registry = await self.registry()
         kind = _meta_kind(registry, request.path_params["type"])
         name = request.path_params["name"]

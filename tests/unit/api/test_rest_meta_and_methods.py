@@ -145,3 +145,18 @@ class HeaderAuthenticator:
         if not user:
             raise Unauthenticated("who are you?")
         return Actor.user(user)
+
+
+async def test_metadata_needs_an_authenticated_caller(rest_app_client: ClientFactory) -> None:
+    async with rest_app_client(authenticate=HeaderAuthenticator()) as client:
+        for path in ("/api/v1/meta", "/api/v1/meta/object", "/api/v1/meta/object/account"):
+            refused = await client.get(path)
+            assert refused.status_code == 401, path
+            assert refused.json()["error"]["code"] == "unauthenticated"
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            # Not even an ETag check answers before the caller is known.
+            etag = (await client.get(path, headers={"x-user": "bob"})).headers.get("etag")
+            if etag is not None:
+                stale = await client.get(path, headers={"If-None-Match": etag})
+                assert stale.status_code == 401
+            assert (await client.get(path, headers={"x-user": "bob"})).status_code == 200
