@@ -8,6 +8,15 @@
   replica on the hub's database and key file; every data route and
   ``/api/v1/permissions`` authenticates with its :class:`HubAuthenticator`
   (bearer JWT or API key; 401 + ``WWW-Authenticate`` without one);
+- ``/api/v1/meta`` needs any authenticated caller, ``/api/v1/admin/plugins``
+  the system permission ``view_setup`` (or ``modify_all_data``), ``/metrics``
+  a credential unless ``serve.metricsPublic`` is set; discovery, health and
+  the JWKS stay public;
+- record sharing follows the role hierarchy and role-targeted sharing rules
+  of the *identity store*: every replica keeps a
+  :class:`~objectos.security.directory.StoreRoleDirectory` (user -> roles),
+  refreshed in the background from ``_auth_users`` and at once when this
+  replica changes roles;
 - the data and metadata routes (:func:`objectos.api.rest.data_routes`) run a
   DataEngine **in this process** (:class:`ReplicaData`), built from the hub's
   database URL and metadata once the data plugin has migrated the schema, so a
@@ -22,7 +31,10 @@
 
 Middleware (outermost first): request context (ids, trace, access log), CORS,
 gzip (:func:`objectos.api.middleware.hub_middleware`), then what
-:meth:`HubHTTP.middleware` appends (route metrics, rate limiting).
+:meth:`HubHTTP.middleware` appends (route metrics, rate limiting). Rate
+limiting verifies the request's credential itself (``identify``), so an
+authenticated caller has a bucket of its own wherever it connects from; the
+route then reuses that verification.
 """
 
 from __future__ import annotations
@@ -63,19 +75,23 @@ from objectos.api.envelope import error_response, exception_handlers, respond
 from objectos.api.middleware import HTTPSettings, hub_middleware
 from objectos.api.openapi import OPENAPI_PATH, openapi_routes
 from objectos.api.permissions import PERMISSIONS_ROUTES, permission_routes
-from objectos.api.ratelimit import RateLimit
+from objectos.api.ratelimit import RateLimit, verified_identity
 from objectos.api.rest import DATA_BASE, META_BASE, Authenticator, data_routes
 from objectos.audit import AuditedDataService, AuditStore, SQLAuditSink, auth_event_recorder
+from objectos.audit.events import PERMISSION_DENIED, AuditEvent
 from objectos.data.actor import Actor
 from objectos.data.engine import DataEngine, FindResult
 from objectos.data.schema import create_engine
-from objectos.errors import ObjectOSError, ServiceUnavailable
+from objectos.errors import ObjectOSError, PermissionDenied, ServiceUnavailable
 from objectos.metadata.registry import MetadataRegistry
 from objectos.plugins.audit import AUDIT_PLUGIN_ID, audit_reads_of
 from objectos.plugins.data import DATA_PLUGIN_ID, metadata_fingerprint
 from objectos.plugins.metrics import collect_families
 from objectos.protocol.manifest import HubManifest
+from objectos.protocol.permission import MODIFY_ALL_DATA, VIEW_SETUP
+from objectos.security.directory import RoleSource, StoreRoleDirectory
 from objectos.security.guard import SecuredDataService
+from objectos.security.identity import AuthEvent
 from objectos.security.permissions import PermissionEngine
 
 logger = logging.getLogger("objectos.http")
@@ -115,6 +131,9 @@ class ReplicaData:
     a task owned by this object compares the plugin's metadata fingerprint
     with ours and reloads the registry when they differ (the engine follows
     the registry's version on its own). This replica never migrates.
+
+    ``roles`` (the replica's role directory over the identity store) is
+    started with the engine; without it, only the caller's own roles count.
     """
 
     def __init__(
@@ -123,6 +142,7 @@ class ReplicaData:
         hooks: KernelDataHooks | None,
         kernel_status: Callable[[], Awaitable[dict[str, Any]]],
         *,
+        roles: StoreRoleDirectory | None = None,
         recheck_s: float = 0.5,
         reload_check_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -131,6 +151,7 @@ class ReplicaData:
         self.url = hub.database.url.replace("{dataDir}", hub.dataDir)
         self.metadata_dirs = list(hub.metadata)
         self.hooks = hooks
+        self.roles = roles
         self._kernel_status = kernel_status
         self.recheck_s = recheck_s
         self.reload_check_s = reload_check_s
@@ -202,8 +223,19 @@ class ReplicaData:
             raise
         # Compiled before anything is kept: security metadata that does not fit the
         # objects fails this build (and is retried) instead of serving unguarded data.
+        if self.roles is not None:
+            try:
+                await self.roles.start()
+            except Exception as exc:
+                logger.warning("cannot load the role directory", exc_info=True)
+                error = ServiceUnavailable(
+                    "this replica cannot read the users' roles yet; retry shortly",
+                    details={"reason": type(exc).__name__},
+                )
+                self._last_error, self._retry_at = error, self._clock() + self.recheck_s
+                raise error from None
         try:
-            permissions = PermissionEngine.from_registry(registry)
+            permissions = PermissionEngine.from_registry(registry, self.roles)
         except ObjectOSError as exc:
             error = ServiceUnavailable(
                 f"this replica cannot load the permissions: {exc.message}",
@@ -249,6 +281,8 @@ class ReplicaData:
                 await self._checking
         if self.hooks is not None:
             await self.hooks.close()
+        if self.roles is not None:
+            await self.roles.aclose()
         if self._database is not None:
             database, self._database, self._engine = self._database, None, None
             self._guard = None
@@ -357,19 +391,29 @@ class HubHTTP:
         # every actor carries (ip, user agent, request and trace ids).
         self.audit_database = create_engine(hub.database.url.replace("{dataDir}", hub.dataDir))
         self.audit_sink = SQLAuditSink(AuditStore(self.audit_database), autostart=True)
+        record_auth_event = auth_event_recorder(self.audit_sink)
+        self.roles: StoreRoleDirectory | None = None
+
+        async def on_auth_event(event: AuthEvent) -> None:
+            await record_auth_event(event)
+            if self.roles is not None:  # a role change made here counts here at once
+                await self.roles.on_auth_event(event)
+
         self.identity, authenticator = build_identity(
-            hub.auth,
-            hub.database.url,
-            hub.dataDir,
-            on_event=auth_event_recorder(self.audit_sink),
+            hub.auth, hub.database.url, hub.dataDir, on_event=on_auth_event
         )
+        users = self.identity.users
+        assert isinstance(users, RoleSource)  # the SQL user store
+        self.roles = StoreRoleDirectory(users)
+        self.authenticator = authenticator
+        self._setup_permissions: PermissionEngine | None = None
         trusted = hub.auth.trustedProxies
         self.authenticate: Authenticator = with_request_context(
             authenticate or authenticator, trusted
         )
         self.auth_routes = AuthRoutes(self.identity, authenticator)
         self.hooks = KernelDataHooks(timeout_s=hub.kernel.hookTimeoutS)
-        self.data = ReplicaData(hub, self.hooks, self.kernel_status)
+        self.data = ReplicaData(hub, self.hooks, self.kernel_status, roles=self.roles)
         self.audited = AuditedDataService(
             self.data, self.audit_sink, audit_reads=audit_reads_of(hub.plugins)
         )
@@ -384,6 +428,58 @@ class HubHTTP:
     async def may_read_audit(self, actor: Actor) -> bool:
         """Audit readers hold ``view_audit_log`` or ``view_all_data``."""
         return bool(permission_authorizer((await self.data.guard()).permissions)(actor))
+
+    async def permissions(self) -> PermissionEngine:
+        """The engine that decides system permissions.
+
+        The data guard's while the data plugin runs (it follows metadata
+        reloads); before that, one compiled here from the manifest's metadata
+        directories, so the admin routes answer on a hub without data too.
+        """
+        try:
+            return (await self.data.guard()).permissions
+        except ServiceUnavailable:
+            if self._setup_permissions is None:
+                try:
+                    registry = await asyncio.to_thread(
+                        MetadataRegistry.load, list(self.hub.metadata)
+                    )
+                    self._setup_permissions = PermissionEngine.from_registry(registry)
+                except ObjectOSError as exc:
+                    raise ServiceUnavailable(
+                        f"permissions are unavailable: {exc.message}",
+                        details={"problems": [e.to_dict() for e in exc.field_errors]},
+                    ) from None
+            return self._setup_permissions
+
+    async def require_setup_access(self, request: Request) -> Actor:
+        """The caller, if it may read the hub's setup (``view_setup`` or ``modify_all_data``);
+        else 401 (no credential) or 403."""
+        actor = await self.authenticate(request)
+        permissions = await self.permissions()
+        if not (
+            permissions.has_system_permission(actor, VIEW_SETUP)
+            or permissions.has_system_permission(actor, MODIFY_ALL_DATA)
+        ):
+            with contextlib.suppress(Exception):  # auditing must not turn a 403 into a 500
+                await self.audit_sink.record(
+                    AuditEvent.new(
+                        PERMISSION_DENIED,
+                        actor=actor.user_id,
+                        context=actor.context,
+                        details={
+                            "operation": "setup.read",
+                            "path": request.url.path,
+                            "code": "permission_denied",
+                            "roles": sorted(actor.roles),
+                        },
+                    )
+                )
+            raise PermissionDenied(
+                f"reading the hub's setup needs the system permission {VIEW_SETUP}",
+                details={"permission": VIEW_SETUP},
+            )
+        return actor
 
     def route(self, path: str, handler: Handler, methods: list[str] | None = None) -> Route:
         async def endpoint(request: Request) -> Response:
@@ -456,6 +552,7 @@ class HubHTTP:
         return self.ok(request, document)
 
     async def admin_plugins(self, request: Request) -> Response:
+        await self.require_setup_access(request)
         status = await self.kernel_status()
         return self.ok(
             request,
@@ -463,6 +560,8 @@ class HubHTTP:
         )
 
     async def metrics(self, request: Request) -> Response:
+        if not self.hub.serve.metricsPublic:
+            await self.authenticate(request)  # any principal; a scraper uses a service account
         own = collect_families(self.registry, extra_labels={"replica": self.replica})
         text: str = await self.services.get("metrics").exposition(extra=[own])
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -472,8 +571,16 @@ class HubHTTP:
         return [
             *hub_middleware(self.settings),
             Middleware(RouteMetrics, requests=self.requests, latency=self.latency),
-            # Limits shared by every replica through the ratelimiter actor.
-            Middleware(RateLimit, settings=self.hub.serve.rateLimit, store=RayBucketStore()),
+            # Limits shared by every replica through the ratelimiter actor, per verified
+            # principal (else per address).
+            Middleware(
+                RateLimit,
+                settings=self.hub.serve.rateLimit,
+                store=RayBucketStore(),
+                identify=verified_identity(
+                    self.authenticator.remember, self.hub.serve.rateLimit.trustedProxies
+                ),
+            ),
         ]
 
     def routes(self) -> list[BaseRoute]:

@@ -562,27 +562,63 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     """Create an account with the given roles in the hub's database; print it as JSON."""
     import asyncio
 
-    from objectos.errors import FieldError, InvalidField
-
     try:
         hub = load_hub(args.config)
-        roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
-        unknown = sorted(set(roles) - _known_roles(hub.metadata))
-        if unknown:
-            # A misspelt role would make an account that silently holds nothing.
-            raise InvalidField(
-                f"unknown role(s): {', '.join(unknown)}",
-                field_errors=[
-                    FieldError("roles", "unknown_role", f"{role!r} is no role or permission set")
-                    for role in unknown
-                ],
-            )
+        roles = _roles_argument(hub, args.roles)
         password = args.password if args.password is not None else _read_password()
         Path(hub.dataDir).mkdir(parents=True, exist_ok=True)  # the signing key file lives here
         user = asyncio.run(_create_user(hub, args.email, password, args.name, roles))
     except ObjectOSError as exc:
         return _fail(exc)
     _say(json.dumps(user, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+async def _create_service_account(hub: HubManifest, name: str, roles: list[str]) -> dict[str, Any]:
+    from objectos.api.auth import build_identity
+
+    identity, _ = build_identity(hub.auth, hub.database.url, hub.dataDir)
+    try:
+        account = await identity.create_service_account(name, roles)
+        record, key = await identity.create_api_key(account.id, name=name)
+    finally:
+        await identity.aclose()
+    return {**account.public(), "keyId": record.key_id, "apiKey": key}
+
+
+def _roles_argument(hub: HubManifest, given: str | None) -> list[str]:
+    from objectos.errors import FieldError, InvalidField
+
+    roles = [r.strip() for r in (given or "").split(",") if r.strip()]
+    unknown = sorted(set(roles) - _known_roles(hub.metadata))
+    if unknown:
+        # A misspelt role would make an account that silently holds nothing.
+        raise InvalidField(
+            f"unknown role(s): {', '.join(unknown)}",
+            field_errors=[
+                FieldError("roles", "unknown_role", f"{role!r} is no role or permission set")
+                for role in unknown
+            ],
+        )
+    return roles
+
+
+def cmd_service_account_create(args: argparse.Namespace) -> int:
+    """Create a service account with one API key; print both as JSON (the key only now).
+
+    The key authenticates machine clients, e.g. a Prometheus scrape of
+    ``/metrics``: ``Authorization: Bearer <apiKey>``.
+    """
+    import asyncio
+
+    try:
+        hub = load_hub(args.config)
+        roles = _roles_argument(hub, args.roles)
+        Path(hub.dataDir).mkdir(parents=True, exist_ok=True)
+        created = asyncio.run(_create_service_account(hub, args.name, roles))
+    except ObjectOSError as exc:
+        return _fail(exc)
+    _say(json.dumps(created, indent=2, sort_keys=True))
     return EXIT_OK
 
 
@@ -630,12 +666,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--roles", default="", help="comma-separated roles or permission sets, e.g. ceo"
     )
     create.set_defaults(func=cmd_user_create)
+
+    service = sub.add_parser(
+        "service-account", help="manage service accounts (machine clients with API keys)"
+    )
+    service_sub = service.add_subparsers(dest="service_command", required=True)
+    make = service_sub.add_parser(
+        "create", help="create a service account and an API key (e.g. for a metrics scraper)"
+    )
+    make.add_argument("--config", default="configs/objectos.yaml", help="hub manifest")
+    make.add_argument("--name", required=True, help="what the account is for, e.g. prometheus")
+    make.add_argument(
+        "--roles", default="", help="comma-separated roles or permission sets (default: none)"
+    )
+    make.set_defaults(func=cmd_service_account_create)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "user":  # account commands touch only the database
+    if args.command not in ("user", "service-account"):  # these touch only the database
         # Ray reads its auth mode when it is first imported: settle it before that.
         ensure_token_auth()
     code: int = args.func(args)

@@ -9,7 +9,10 @@
     hub.gateways(), hub.yjs_rooms(), hub.record_rooms(), hub.presence()   # live realtime state
 
 It joins the hub's Ray cluster as a driver (for the kernel) and talks HTTP to
-the Serve app (for health and metrics), exactly as the CLI does.
+the Serve app (for health and metrics), exactly as the CLI does. ``/metrics``
+needs a credential (unless the manifest sets ``serve.metricsPublic``): pass
+``credential=`` or set ``OBJECTOS_API_KEY`` to an API key (``objectos
+service-account create --name operator``) or an access token.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class HubOperator:
     address: str
     url: str
     kernel: Any
+    credential: str | None = None
 
     @classmethod
     def connect(
@@ -41,8 +45,14 @@ class HubOperator:
         *,
         address: str | None = None,
         url: str | None = None,
+        credential: str | None = None,
     ) -> HubOperator:
-        """Find the hub: arguments, then OBJECTOS_RAY_ADDRESS/OBJECTOS_URL, then hub.json."""
+        """Find the hub: arguments, then OBJECTOS_RAY_ADDRESS/OBJECTOS_URL, then hub.json.
+
+        ``credential`` (else ``OBJECTOS_API_KEY``) is sent as a bearer token to
+        the routes that need one.
+        """
+        credential = credential or os.environ.get("OBJECTOS_API_KEY") or None
         address = address or os.environ.get("OBJECTOS_RAY_ADDRESS")
         url = url or os.environ.get("OBJECTOS_URL")
         if address is None or url is None:
@@ -55,7 +65,10 @@ class HubOperator:
         connect(address)
         from actors.factory import get_kernel
 
-        return cls(address=address, url=url.rstrip("/"), kernel=get_kernel())
+        return cls(address=address, url=url.rstrip("/"), kernel=get_kernel(), credential=credential)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
 
     def _get(self, ref: Any) -> Any:
         import ray
@@ -96,7 +109,14 @@ class HubOperator:
 
     def metrics(self, family: str | None = None) -> list[dict[str, Any]]:
         """Samples of the hub's metrics (all families, or one by name)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        response = httpx.get(f"{self.url}/metrics", headers=self._headers(), timeout=30)
+        if response.status_code == 401:
+            raise PermissionError(
+                "/metrics needs a credential: set OBJECTOS_API_KEY (see `objectos "
+                "service-account create`) or pass credential= to HubOperator.connect"
+            )
+        response.raise_for_status()
+        text = response.text
         rows = []
         for metric in text_string_to_metric_families(text):
             if family is not None and metric.name != family:

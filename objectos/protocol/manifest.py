@@ -271,6 +271,13 @@ class ServeSettings(ProtocolModel):
     rateLimit: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="Per-client request limits."
     )
+    metricsPublic: bool = Field(
+        False,
+        description=(
+            "Serve /metrics without credentials. Off: a scraper sends a credential, e.g. "
+            "'Authorization: Bearer <API key of a service account>'."
+        ),
+    )
 
 
 class HubManifest(ProtocolModel):

@@ -37,6 +37,8 @@ FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 #: System permissions the hub itself understands (others are free-form labels).
 MODIFY_ALL_DATA = "modify_all_data"
 VIEW_ALL_DATA = "view_all_data"
+#: Reading the hub's setup: plugin states (``/api/v1/admin/plugins``).
+VIEW_SETUP = "view_setup"
 
 OrgWideDefault = Literal["private", "public_read", "public_read_write", "controlled_by_parent"]
 """Access to records a user does not own, before sharing rules add more."""
@@ -125,8 +127,9 @@ class PermissionSet(ProtocolModel):
     )
     systemPermissions: list[str] = Field(
         default_factory=list,
-        description=f"Org-wide abilities; the hub acts on {MODIFY_ALL_DATA!r} and "
-        f"{VIEW_ALL_DATA!r}, others are labels for plugins.",
+        description=f"Org-wide abilities; the hub acts on {MODIFY_ALL_DATA!r}, "
+        f"{VIEW_ALL_DATA!r} and {VIEW_SETUP!r} (the admin routes), others are labels for "
+        "plugins.",
     )
 
 
@@ -298,6 +301,7 @@ __all__ = [
     "FIELD_KEY",
     "MODIFY_ALL_DATA",
     "VIEW_ALL_DATA",
+    "VIEW_SETUP",
     "AccessLevel",
     "CriteriaSharingRule",
     "FieldPermission",

@@ -203,6 +203,26 @@ def crm_users(serve_hub: dict[str, Any]) -> dict[str, str]:
     return asyncio.run(create())
 
 
+@pytest.fixture(scope="session")
+def service_key(serve_hub: dict[str, Any], crm_users: dict[str, str]) -> str:
+    """An API key of a role-less service account in the session app's database (what a
+    Prometheus scraper of ``/metrics`` uses, as ``Authorization: Bearer <key>``)."""
+    from objectos.api.auth import build_identity
+    from objectos.protocol.manifest import HubManifest
+
+    hub = HubManifest.model_validate(serve_hub)
+
+    async def create() -> str:
+        identity, _ = build_identity(hub.auth, hub.database.url, hub.dataDir)
+        try:
+            account = await identity.create_service_account("scraper")
+            return (await identity.create_api_key(account.id, name="scraper"))[1]
+        finally:
+            await identity.aclose()
+
+    return asyncio.run(create())
+
+
 def sign_in(url: str, name: str) -> str:
     """An access token of a :data:`CRM_USERS` account, through ``POST /api/v1/auth/sign-in``."""
     response = httpx.post(

@@ -44,7 +44,7 @@ def test_example_plugin_greets_through_persistent_scoped_storage(
 
 
 def test_metrics_is_one_exposition_for_kernel_plugins_and_http_replicas(
-    ray_session: Any, start_hub: Any, serve_url: str
+    ray_session: Any, start_hub: Any, serve_url: str, service_key: str
 ) -> None:
     ray = ray_session
     kernel = start_hub(CORE)
@@ -52,7 +52,8 @@ def test_metrics_is_one_exposition_for_kernel_plugins_and_http_replicas(
     call(ray, "com.example.hello", "hello", "greet", "Grace", caller="t")
     httpx.get(f"{serve_url}/api/v1/health", timeout=10)
 
-    response = httpx.get(f"{serve_url}/metrics", timeout=20)
+    scrape = {"Authorization": f"Bearer {service_key}"}
+    response = httpx.get(f"{serve_url}/metrics", headers=scrape, timeout=20)
     assert response.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import wait_until
+from conftest import api_as, wait_until
 
 ECHO = {"com.test.echo": {"module": "fixture_plugins:EchoPlugin"}}
 CLIENT = {"com.test.client": {"module": "fixture_plugins:ClientPlugin"}}
@@ -114,7 +114,7 @@ def test_a_plugin_whose_dependency_fails_is_not_started_and_says_why(
     kernel = start_hub(BROKEN)
     wait_until(lambda: ray.get(kernel.settled.remote()), timeout=60)
 
-    body = httpx.get(f"{serve_url}/api/v1/admin/plugins", timeout=10).json()
+    body = api_as(serve_url, "admin").get("/admin/plugins").json()
     plugins = {p["id"]: p for p in body["data"]["plugins"]}
     broken, dependent = plugins["com.test.broken"], plugins["com.test.needs-broken"]
     assert broken["status"] == "failed"

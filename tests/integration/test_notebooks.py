@@ -36,7 +36,9 @@ def run_notebook(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
     return notebook
 
 
-def test_operate_notebook(ray_session: Any, start_hub: Any, serve_url: str) -> None:
+def test_operate_notebook(
+    ray_session: Any, start_hub: Any, serve_url: str, service_key: str
+) -> None:
     ray = ray_session
     kernel = start_hub(CORE)
     wait_until(lambda: ray.get(kernel.ready.remote()), timeout=90)
@@ -47,6 +49,7 @@ def test_operate_notebook(ray_session: Any, start_hub: Any, serve_url: str) -> N
         {
             "OBJECTOS_RAY_ADDRESS": address,
             "OBJECTOS_URL": serve_url,
+            "OBJECTOS_API_KEY": service_key,
             "OBJECTOS_NOTEBOOK_RESTART": "com.example.hello",
         },
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import wait_until
+from conftest import sign_in, wait_until
 
 PREFIX = "/rl"
 HEALTH = f"{PREFIX}/api/v1/health"
@@ -63,11 +63,19 @@ def limited_url(ray_session: Any, serve_url: str, serve_hub: dict[str, Any]) -> 
     serve.delete("ratelimit", _blocking=False)
 
 
-async def hammer(url: str, total: int, parallel: int, path: str = HEALTH) -> list[httpx.Response]:
+async def hammer(
+    url: str,
+    total: int,
+    parallel: int,
+    path: str = HEALTH,
+    headers: dict[str, str] | None = None,
+) -> list[httpx.Response]:
     """``total`` GETs of ``path``, ``parallel`` at a time, each on a new connection."""
     limits = httpx.Limits(max_keepalive_connections=0)
     gate = asyncio.Semaphore(parallel)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=limits, headers=headers
+    ) as client:
 
         async def one() -> httpx.Response:
             async with gate:
@@ -105,6 +113,30 @@ def test_two_replicas_share_one_limit(start_hub: Any, limited_url: str) -> None:
     # (Serve adds an x-request-id of its own; ours is among the values.)
     assert error["requestId"] in refused.headers["x-request-id"]
     assert "Traceback" not in refused.text
+
+
+def test_signed_in_users_have_buckets_of_their_own_on_one_address(
+    start_hub: Any, limited_url: str, crm_users: dict[str, str]
+) -> None:
+    """Every client here connects from 127.0.0.1: keyed by address, one user's
+    burst would be everyone's. The replicas verify the token before limiting.
+    (Placed before the limiter-death test, after which replicas limit on their
+    own for a while, letting a client through twice.)"""
+    import ray
+
+    kernel = start_hub({})
+    wait_until(lambda: ray.get(kernel.ready.remote()), timeout=60)
+    east = {"Authorization": f"Bearer {sign_in(limited_url, 'east_rep')}"}
+    west = {"Authorization": f"Bearer {sign_in(limited_url, 'west_rep')}"}
+
+    spent = asyncio.run(hammer(limited_url, total=3 * BURST, parallel=8, headers=east))
+    statuses = Counter(r.status_code for r in spent)
+    assert statuses[429] > 0 and set(statuses) <= {200, 429}, statuses  # east_rep is out
+    again = asyncio.run(hammer(limited_url, total=4, parallel=2, headers=east))
+    assert {r.status_code for r in again} == {429}
+
+    fresh = asyncio.run(hammer(limited_url, total=BURST // 2, parallel=4, headers=west))
+    assert {r.status_code for r in fresh} == {200}  # west_rep's bucket is untouched
 
 
 def test_the_api_stays_up_when_the_limiter_actor_dies(start_hub: Any, limited_url: str) -> None:

@@ -101,7 +101,11 @@ def test_crud_metadata_openapi_and_docs_through_serve(
 
 
 def test_plugin_hooks_reach_the_write_path_of_the_replicas(
-    ray_session: Any, start_hub: Any, serve_hub: dict[str, Any], serve_url: str
+    ray_session: Any,
+    start_hub: Any,
+    serve_hub: dict[str, Any],
+    serve_url: str,
+    service_key: str,
 ) -> None:
     api = start_crm_hub(ray_session, start_hub, serve_hub, serve_url)
     marker = uuid.uuid4().hex[:8]
@@ -143,7 +147,8 @@ def test_plugin_hooks_reach_the_write_path_of_the_replicas(
     # Accounts are hooked by no plugin: the guard's host never ran a hook for them.
     for _ in range(3):
         assert api.post("/data/account", json={"name": f"Hookless {uuid.uuid4().hex}"}).is_success
-    metrics = httpx.get(f"{serve_url}/metrics", timeout=20).text
+    scrape = {"Authorization": f"Bearer {service_key}"}
+    metrics = httpx.get(f"{serve_url}/metrics", headers=scrape, timeout=20).text
     events = {
         sample.labels["event"]
         for family in text_string_to_metric_families(metrics)
