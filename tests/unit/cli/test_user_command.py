@@ -99,3 +99,45 @@ def test_bad_input_is_reported_per_field(config: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert create(config, "--email", "dup@example.com", "--password", PASSWORD) == EXIT_BAD_INPUT
     assert "dup@example.com" not in capsys.readouterr().out
+
+
+# -- service accounts ---------------------------------------------------------------------
+
+
+def create_service(config: Path, *args: str) -> int:
+    return main(["service-account", "create", "--config", str(config), *args])
+
+
+async def authenticate_key(config: Path, key: str) -> tuple[str, str, tuple[str, ...]]:
+    """(method, user id, roles) of an API key, verified the way a replica verifies it."""
+    hub = load_hub(config)
+    identity, authenticator = build_identity(hub.auth, hub.database.url, hub.dataDir)
+    try:
+        auth = await authenticator.authenticate_token(key)
+        assert auth.actor.user_id is not None
+        return auth.method, auth.actor.user_id, tuple(sorted(auth.actor.roles))
+    finally:
+        await identity.aclose()
+
+
+def test_a_service_account_is_created_with_a_key_shown_once(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert create_service(config, "--name", "prometheus") == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["kind"] == "service" and printed["name"] == "prometheus"
+    assert printed["roles"] == []
+    key = printed["apiKey"]
+    assert key.startswith("oos_") and printed["keyId"] in key
+    assert asyncio.run(authenticate_key(config, key)) == ("api_key", printed["id"], ())
+
+    assert create_service(config, "--name", "etl", "--roles", "read_only") == EXIT_OK
+    etl = json.loads(capsys.readouterr().out)
+    assert asyncio.run(authenticate_key(config, etl["apiKey"]))[2] == ("read_only",)
+
+
+def test_a_service_account_with_a_misspelt_role_is_refused(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert create_service(config, "--name", "etl", "--roles", "read_onyl") == EXIT_BAD_INPUT
+    assert "unknown role(s): read_onyl" in capsys.readouterr().err
