@@ -54,6 +54,9 @@ from actors.gateway import (
 )
 from actors.room import RoomSettings
 from objectos.errors import ConfigError
+from objectos.protocol._base import ProtocolModel
+from objectos.protocol.loading import validate_model
+from objectos.protocol.manifest import HubManifest, RealtimeSettings
 from objectos.realtime.yjs.protocol import Authorize
 
 TOKEN_ENV = "OBJECTOS_REALTIME_TOKEN"
@@ -61,7 +64,8 @@ READ_TOKEN_ENV = "OBJECTOS_REALTIME_READ_TOKEN"
 TOKEN_FILE = "realtime.token"
 KV_PREFIX = "realtime:gateway:"
 
-# Manifest keys (camelCase, like the rest of objectos.yaml) -> settings fields.
+# The manifest's ``realtime`` keys (camelCase, like the rest of objectos.yaml) -> settings
+# fields; ``enabled`` says whether gateways start at all and is no gateway setting.
 _GATEWAY_KEYS = {
     "host": "host",
     "port": "port",
@@ -83,46 +87,68 @@ _ROOM_KEYS = {
     "awarenessTimeoutS": "awareness_timeout_s",
     "maxRooms": "max_rooms",
     "activationTimeoutS": "activation_timeout_s",
+    "gatewayTimeoutS": "gateway_timeout_s",
     "niceness": "niceness",
 }
 
 
-def realtime_settings(hub: Mapping[str, Any], **overrides: Any) -> GatewaySettings:
-    """Gateway and room settings of a hub (``HubManifest.model_dump()``), plus ``overrides``.
+def realtime_section(hub: HubManifest | Mapping[str, Any]) -> RealtimeSettings:
+    """The hub's typed ``realtime`` section (defaults when it has none).
 
-    ``overrides`` use the settings' field names (``port=0``, ``rooms={"max_rooms": 5}``).
-    ``port=0`` picks a free port on this machine (good for one node and for tests).
-    Raises ``ConfigError`` naming the key for an unknown or invalid value.
+    ``hub`` is a :class:`HubManifest` or its ``model_dump()``; a bad section raises
+    ``ManifestError`` naming the key (``realtime.rooms.maxRooms``), as loading does.
     """
-    section = dict(hub.get("realtime") or {})
-    values: dict[str, Any] = {}
-    rooms: dict[str, Any] = {"database_url": hub["database"]["url"]}
-    for key, value in section.items():
-        if key == "rooms":
-            for room_key, room_value in dict(value or {}).items():
-                if room_key not in _ROOM_KEYS:
-                    raise ConfigError(
-                        f"unknown key realtime.rooms.{room_key}",
-                        details={"key": f"realtime.rooms.{room_key}"},
-                    )
-                rooms[_ROOM_KEYS[room_key]] = room_value
-        elif key in _GATEWAY_KEYS:
-            values[_GATEWAY_KEYS[key]] = value
-        else:
-            raise ConfigError(f"unknown key realtime.{key}", details={"key": f"realtime.{key}"})
+    if isinstance(hub, HubManifest):
+        return hub.realtime
+    raw = hub.get("realtime")
+    if isinstance(raw, RealtimeSettings):
+        return raw
+    return validate_model(HubRealtime, {"realtime": raw or {}}, source="hub manifest").realtime
+
+
+class HubRealtime(ProtocolModel):
+    """The ``realtime`` key alone: errors then name ``realtime.<key>`` as in objectos.yaml."""
+
+    realtime: RealtimeSettings
+
+
+def realtime_enabled(hub: HubManifest | Mapping[str, Any]) -> bool:
+    """Whether the hub runs realtime gateways (``realtime.enabled``)."""
+    return realtime_section(hub).enabled
+
+
+def realtime_settings(hub: HubManifest | Mapping[str, Any], **overrides: Any) -> GatewaySettings:
+    """Gateway and room settings from the hub's typed ``realtime`` section, plus ``overrides``.
+
+    ``hub`` is a :class:`HubManifest` or its ``model_dump()`` (what Ray ships to actors).
+    ``overrides`` use the settings' field names (``port=0``, ``rooms={"max_rooms": 5}``).
+    Port 0 (in the section or an override) picks a free port on this machine (good for
+    one node and for tests). A bad section raises ``ManifestError`` naming the key.
+    """
+    section = realtime_section(hub)
+    dumped = section.model_dump()
+    database_url = hub.database.url if isinstance(hub, HubManifest) else hub["database"]["url"]
+    values: dict[str, Any] = {field: dumped[key] for key, field in _GATEWAY_KEYS.items()}
+    rooms: dict[str, Any] = {field: dumped["rooms"][key] for key, field in _ROOM_KEYS.items()}
+    data_dir = hub.dataDir if isinstance(hub, HubManifest) else str(hub.get("dataDir") or ".")
+    rooms["database_url"] = database_url.replace("{dataDir}", data_dir)
     rooms.update(overrides.pop("rooms", None) or {})
     values.update(overrides)
     if values.get("port") == 0:
         values["port"] = _free_port(values.get("host", "127.0.0.1"))
     if values.get("auth") == "dev":
         if not values.get("dev_token"):
-            values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(hub)
+            values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(_as_mapping(hub))
         if not values.get("dev_read_token") and os.environ.get(READ_TOKEN_ENV):
             values["dev_read_token"] = os.environ[READ_TOKEN_ENV]
     try:
         return GatewaySettings.model_validate({**values, "rooms": RoomSettings(**rooms)})
     except ValueError as exc:
         raise ConfigError(f"invalid realtime settings: {exc}", details={"key": "realtime"}) from exc
+
+
+def _as_mapping(hub: HubManifest | Mapping[str, Any]) -> Mapping[str, Any]:
+    return hub.model_dump() if isinstance(hub, HubManifest) else hub
 
 
 def dev_token(hub: Mapping[str, Any]) -> str:
@@ -285,7 +311,9 @@ __all__ = [
     "ensure_gateways",
     "gateway_endpoints",
     "realtime_authorizer",
+    "realtime_enabled",
     "realtime_routes",
+    "realtime_section",
     "realtime_settings",
     "stop_realtime",
 ]

@@ -280,6 +280,88 @@ class ServeSettings(ProtocolModel):
     )
 
 
+class RealtimeRooms(ProtocolModel):
+    """Yjs document room actors (``realtime.rooms``): storage cadence, idleness, the cap."""
+
+    compactEvery: int = Field(
+        500, ge=0, description="Write a snapshot after this many logged updates (0: on close)."
+    )
+    idleTimeoutS: float = Field(
+        60.0, gt=0, description="Passivate a room this long after its last member left."
+    )
+    sweepIntervalS: float = Field(
+        5.0, gt=0, description="How often a room checks idleness, awareness and its gateways."
+    )
+    awarenessTimeoutS: float = Field(
+        30.0, gt=0, description="Drop an awareness client silent for this long."
+    )
+    maxRooms: int = Field(
+        100,
+        ge=1,
+        description="Live room actors at most (least recently used ones passivate); each is "
+        "a process of ~80 MB private memory.",
+    )
+    activationTimeoutS: float = Field(
+        30.0, gt=0, description="Give up activating a room (e.g. a passivation that hangs)."
+    )
+    gatewayTimeoutS: float = Field(
+        5.0, gt=0, description="A gateway slower than this to answer a membership check is skipped."
+    )
+    niceness: int | None = Field(
+        0, ge=-20, le=19, description="Niceness of room processes (null keeps Ray's 15)."
+    )
+
+
+class RealtimeSettings(ProtocolModel):
+    """``realtime``: the Socket.IO gateways (one per node) and the Yjs document rooms.
+
+    Clients find the gateway's URL in discovery (``routes.realtime``, ``routes.yjs``).
+    In ``hub`` auth mode the handshake's ``auth.token`` is what REST accepts (a hub
+    access token, a configured provider's token, an API key); ``dev`` mode takes a
+    shared token (``devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else
+    ``<dataDir>/realtime.token``).
+    """
+
+    enabled: bool = Field(True, description="False: no gateway starts; discovery lists none.")
+    host: str = Field("127.0.0.1", description="Address each node's gateway binds (0.0.0.0: all).")
+    port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="Port of the gateway, the same on every node; 0 picks a free one (one node).",
+    )
+    advertiseUrl: str | None = Field(
+        None, description="URL clients should use, if not http://<host or node IP>:<port>."
+    )
+    corsAllowedOrigins: list[str] | str = Field(
+        "*", description="Browser origins allowed to connect ('*': any; tokens, not cookies)."
+    )
+    auth: Literal["hub", "dev"] = Field(
+        "hub", description="hub: REST's credentials; dev: a shared token (development only)."
+    )
+    devToken: str | None = Field(None, description="Dev mode: the shared read-write token.")
+    devReadToken: str | None = Field(None, description="Dev mode: a shared read-only token.")
+    wsCompression: bool = Field(
+        False, description="permessage-deflate on WebSockets (CPU per keystroke-sized update)."
+    )
+    maxPayloadBytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest message (a whole document on first sync)."
+    )
+    pingIntervalS: float = Field(25.0, gt=0, description="Engine.IO ping interval.")
+    pingTimeoutS: float = Field(20.0, gt=0, description="Engine.IO ping timeout.")
+    niceness: int | None = Field(
+        0, ge=-20, le=19, description="Niceness of gateway processes (null keeps Ray's 15)."
+    )
+    rooms: RealtimeRooms = Field(default_factory=RealtimeRooms, description="Document rooms.")
+
+    @field_validator("advertiseUrl")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
 class HubManifest(ProtocolModel):
     """``configs/objectos.yaml``: the ObjectStackManifest of a running hub."""
 
@@ -306,4 +388,8 @@ class HubManifest(ProtocolModel):
     auth: AuthSettings = Field(
         default_factory=AuthSettings,
         description="Identity: tokens, keys, OIDC providers, sign-in throttling.",
+    )
+    realtime: RealtimeSettings = Field(
+        default_factory=RealtimeSettings,
+        description="Socket.IO gateways and collaborative documents.",
     )
