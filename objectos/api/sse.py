@@ -33,11 +33,21 @@ subscriptionId}``, with ``id: <cursor>``) marks the seam between the replay of
 
 Events of several objects arrive in server order, replay included: one room
 holds all objects here.
+
+**Long polling.** ``GET /api/v1/realtime/poll`` takes the same parameters plus
+``timeout`` (seconds to wait for an event, default 25, at most 60; 0 answers at
+once) and answers the JSON envelope ``{events: [...], cursor, hasMore}``:
+the events after ``since`` (the same payloads as the stream), or, when there are
+none yet, whatever arrives within ``timeout``. Send ``cursor`` back as the next
+``since``: events are never repeated nor skipped. Without ``since`` the poll
+starts at the newest change (wait for what comes next). ``hasMore`` means the
+answer was cut at ``poll_batches`` deliveries: poll again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -51,7 +61,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from objectos.api.discovery import API_BASE
-from objectos.api.envelope import failure
+from objectos.api.envelope import failure, respond
 from objectos.data.actor import Actor
 from objectos.data.changelog import ChangeEntry
 from objectos.data.filter import ColumnInfo
@@ -69,8 +79,10 @@ from objectos.realtime.subscriptions import (
 logger = logging.getLogger("objectos.api.sse")
 
 SSE_PATH = f"{API_BASE}/realtime/sse"
+POLL_PATH = f"{API_BASE}/realtime/poll"
 _ROOM = "sse"
 _PARAMS = frozenset({"objects", "events", "filter", "since", "subscriptionId"})
+_POLL_PARAMS = frozenset({"timeout"})
 
 Authenticate = Callable[[Request], Awaitable[Actor]]
 """``await authenticate(request)``: the actor behind the request, or raise Unauthenticated."""
@@ -138,6 +150,10 @@ class RealtimeSSE:
         retry_ms: int = 3000,
         idle: Backoff | None = None,
         page_size: int = 500,
+        poll_path: str = POLL_PATH,
+        poll_timeout_s: float = 25.0,
+        poll_max_timeout_s: float = 60.0,
+        poll_batches: int = 8,
     ) -> None:
         """``columns``: ``DataEngine.tables.columns`` (or a mapping) for checked, typed filters.
 
@@ -145,8 +161,15 @@ class RealtimeSSE:
         ``EventSource`` cannot send headers), accepted besides the subscription's.
         ``idle``: the feed's polling backoff while nothing is committed;
         ``page_size``: change log entries read at a time (feed and replays).
+        ``poll_*``: the long-polling route, its default and longest wait, and how
+        many deliveries (each the events of one push or one replay page) one
+        answer holds at most.
         """
         self.path = path
+        self.poll_path = poll_path
+        self._poll_timeout_s = poll_timeout_s
+        self._poll_max_timeout_s = poll_max_timeout_s
+        self._poll_batches = max(1, poll_batches)
         self._authenticate = authenticate
         self._allowed = _PARAMS | frozenset(auth_params)
         self._keepalive_s = keepalive_s
@@ -197,6 +220,19 @@ class RealtimeSSE:
         """The Starlette route to mount."""
         return Route(self.path, self.endpoint, methods=["GET"], name="realtime_sse")
 
+    def poll_route(self) -> Route:
+        """The long-polling route to mount (errors answer the JSON envelope)."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await self.poll(request)
+            except Exception as exc:
+                request_id = getattr(request.state, "request_id", None)
+                status, body, headers = failure(exc, request_id=request_id)
+                return JSONResponse(body, status_code=status, headers=headers)
+
+        return Route(self.poll_path, endpoint, methods=["GET"], name="realtime_poll")
+
     @property
     def open_streams(self) -> int:
         """How many streams are open."""
@@ -236,9 +272,59 @@ class RealtimeSSE:
             return JSONResponse(body, status_code=status, headers=headers)
         return _EventStreamResponse(self, connection_id, spec.subscription_id, cursor)
 
-    def _spec(self, request: Request) -> SubscriptionSpec:
+    async def poll(self, request: Request) -> Response:
+        """GET handler of long polling: the events after ``since``, waiting up to ``timeout``.
+
+        Raises the request's errors (authentication, parameters) for the caller to
+        render; see the module docstring for the answer.
+        """
+        actor = await self._authenticate(request)
+        spec = self._spec(request, extra=_POLL_PARAMS)
+        timeout_s = self._poll_timeout(request.query_params.get("timeout"))
+        await self.start()
+        connection_id = uuid.uuid4().hex
+        stream = self._streams[connection_id] = _Stream(self._poll_batches)
+        try:
+            cursor = await self._room.subscribe(
+                spec, connection_id=connection_id, gateway=_ROOM, actor=actor
+            )
+            if not stream.items and not stream.overflowed and timeout_s > 0:
+                stream.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s):
+                        await stream.wake.wait()
+        finally:
+            self._forget(connection_id)
+        events = [event for batch in stream.items for event in batch]
+        # Deliveries hold whole changes, so the last event's cursor loses nothing; events
+        # that were not kept (hasMore) all come after it.
+        if events:
+            cursor = max(events[-1].cursor, cursor) if not stream.overflowed else events[-1].cursor
+        data = {
+            "events": [event.to_dict() for event in events],
+            "cursor": cursor,
+            "hasMore": stream.overflowed,
+            "subscriptionId": spec.subscription_id,
+        }
+        return respond(request, data, headers={"cache-control": "no-store"})
+
+    def _poll_timeout(self, raw: str | None) -> float:
+        if raw is None:
+            return self._poll_timeout_s
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= self._poll_max_timeout_s:  # also refuses nan
+            raise InvalidField(
+                f"timeout must be a number of seconds from 0 to {self._poll_max_timeout_s:g}",
+                details={"field": "timeout", "reason": "out of range"},
+            )
+        return value
+
+    def _spec(self, request: Request, extra: frozenset[str] = frozenset()) -> SubscriptionSpec:
         params = request.query_params
-        unknown = sorted(set(params) - self._allowed)
+        unknown = sorted(set(params) - self._allowed - extra)
         if unknown:
             raise InvalidField(
                 f"unknown query parameter {unknown[0]!r}",
@@ -381,4 +467,4 @@ async def _until_disconnect(receive: Receive) -> None:
             return
 
 
-__all__ = ["SSE_PATH", "Authenticate", "RealtimeSSE"]
+__all__ = ["POLL_PATH", "SSE_PATH", "Authenticate", "RealtimeSSE"]
