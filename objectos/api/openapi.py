@@ -22,7 +22,9 @@ serves for the registry it is given:
 - ``components.securitySchemes``: bearer JWT, required when the app
   authenticates (``auth_required``), optional while it runs the anonymous
   authenticator;
-- ``POST /api/v1/permissions/check`` when the app mounts it (``permissions``).
+- ``POST /api/v1/permissions/check`` when the app mounts it (``permissions``);
+- ``GET /api/v1/realtime/sse`` and ``/api/v1/realtime/poll``, record events
+  (:mod:`objectos.api.sse`), when the app mounts them (``realtime``).
 
 :func:`downgrade_to_30` rewrites a document for OpenAPI 3.0 tools (nullable
 instead of ``null`` in ``type``); Swagger UI 4, which ``/docs`` serves
@@ -49,6 +51,7 @@ from objectos.api.rest import (
     RegistrySource,
     etag_matches,
 )
+from objectos.api.sse import POLL_PATH, SSE_PATH
 from objectos.data.query import MAX_LIMIT, RESERVED_PARAMS
 from objectos.data.values import decimal_places
 from objectos.metadata.loader import KINDS, content_etag
@@ -873,6 +876,132 @@ def permissions_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def realtime_paths(objects: list[str]) -> dict[str, dict[str, Any]]:
+    """``GET /api/v1/realtime/sse`` and ``/poll`` (:mod:`objectos.api.sse`) for ``objects``."""
+    event = {
+        "type": "object",
+        "description": "A record event, the payload of the Socket.IO /realtime ``event``.",
+        "required": [
+            "subscriptionId",
+            "eventName",
+            "object",
+            "recordId",
+            "record",
+            "changedFields",
+            "version",
+            "cursor",
+            "timestamp",
+        ],
+        "properties": {
+            "subscriptionId": {"type": "string"},
+            "eventName": {
+                "type": "string",
+                "enum": ["record.created", "record.updated", "record.deleted", "field.changed"],
+            },
+            "object": {"type": "string", "enum": objects},
+            "recordId": {"type": "string"},
+            "record": {"type": "object", "description": "Only the fields the caller may read."},
+            "changedFields": {"type": "array", "items": {"type": "string"}},
+            "version": {"type": "integer"},
+            "cursor": {"type": "integer", "description": "Send it back as since."},
+            "timestamp": {"type": "string", "format": "date-time"},
+        },
+    }
+    names = ", ".join(objects) or "none"
+    subscription = [
+        {
+            "name": "objects",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": f"Comma-separated objects ({names}).",
+        },
+        _param(
+            "events",
+            {"type": "string"},
+            "Comma-separated: record.created, record.updated, record.deleted, field.changed, "
+            "record.* (the default).",
+        ),
+        _param("filter", {"type": "string"}, "JSON filter on the records (readable fields)."),
+        _param(
+            "since",
+            {"type": "integer", "minimum": 0},
+            "Cursor: events after it are replayed first (default: only new events).",
+        ),
+        _param("subscriptionId", {"type": "string"}, "Echoed in every event (default sse)."),
+        _param(
+            "access_token",
+            {"type": "string"},
+            "The bearer token, for clients that cannot send headers (EventSource).",
+        ),
+    ]
+    errors = _errors(("400", "401", "404", "429", "500", "503"))
+    poll = {
+        "type": "object",
+        "required": ["events", "cursor", "hasMore", "subscriptionId"],
+        "properties": {
+            "events": {"type": "array", "items": event},
+            "cursor": {"type": "integer", "description": "The next poll's since."},
+            "hasMore": {"type": "boolean", "description": "Cut short: poll again at once."},
+            "subscriptionId": {"type": "string"},
+        },
+    }
+    return {
+        SSE_PATH: {
+            "get": {
+                "tags": ["realtime"],
+                "operationId": "realtime_sse",
+                "summary": "Record events as Server-Sent Events",
+                "description": "Each event is a data: frame holding the event JSON; the last "
+                "event of a change has id: <cursor>, so EventSource's Last-Event-ID (which "
+                "wins over since) resumes without gap or duplicate. event: subscribed marks "
+                "where the replay ends.",
+                "parameters": [
+                    *subscription,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The last id received (sent by EventSource).",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors,
+                },
+            }
+        },
+        POLL_PATH: {
+            "get": {
+                "tags": ["realtime"],
+                "operationId": "realtime_poll",
+                "summary": "Record events by long polling",
+                "description": "The events after since; when there are none, waits up to "
+                "timeout for the next ones. Send cursor back as since.",
+                "parameters": [
+                    *subscription,
+                    _param(
+                        "timeout",
+                        {"type": "number", "minimum": 0, "maximum": 60},
+                        "Seconds to wait for an event (25; 0 answers at once).",
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The events and the next cursor.",
+                        "content": {"application/json": {"schema": _envelope(poll)}},
+                    },
+                    **errors,
+                },
+            }
+        },
+    }
+
+
 # --- the document ---------------------------------------------------------------------------
 
 
@@ -884,11 +1013,13 @@ def openapi_document(
     description: str | None = None,
     auth_required: bool = False,
     permissions: bool = False,
+    realtime: bool = False,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the data and metadata API for ``registry``.
 
     ``auth_required``: every data route needs a bearer token (else it is
-    optional); ``permissions``: describe ``POST /api/v1/permissions/check``.
+    optional); ``permissions``: describe ``POST /api/v1/permissions/check``;
+    ``realtime``: describe the SSE and long-polling routes.
     """
     schemas = shared_schemas()
     paths: dict[str, Any] = {}
@@ -919,6 +1050,12 @@ def openapi_document(
     if permissions:
         paths.update(permissions_paths())
         tags.append({"name": "permissions", "description": "Why a caller may or may not act."})
+    if realtime:
+        objects = [
+            name for name in sorted(registry.objects) if registry.objects[name].enable.apiEnabled
+        ]
+        paths.update(realtime_paths(objects))
+        tags.append({"name": "realtime", "description": "Record events over HTTP."})
     responses = {
         f"Error{status}": {
             "description": text,
@@ -1032,6 +1169,7 @@ class OpenAPIDocuments:
         version: str,
         auth_required: bool = False,
         permissions: bool = False,
+        realtime: bool = False,
     ) -> None:
         """Serve documents for ``registry`` (or an async callable returning it);
         the flags are :func:`openapi_document`'s."""
@@ -1040,6 +1178,7 @@ class OpenAPIDocuments:
         self.version = version
         self.auth_required = auth_required
         self.permissions = permissions
+        self.realtime = realtime
         self._cache: dict[str, tuple[tuple[int, int], dict[str, Any], str]] = {}
 
     async def registry(self) -> MetadataRegistry:
@@ -1060,6 +1199,7 @@ class OpenAPIDocuments:
                 version=self.version,
                 auth_required=self.auth_required,
                 permissions=self.permissions,
+                realtime=self.realtime,
             )
             if dialect == "3.0":
                 document = downgrade_to_30(document)
@@ -1075,6 +1215,7 @@ def openapi_routes(
     version: str = "0.1.0",
     auth_required: bool = False,
     permissions: bool = False,
+    realtime: bool = False,
 ) -> list[Route]:
     """``GET /api/v1/openapi.json`` (3.1) and ``/api/v1/openapi-3.0.json`` (for Swagger UI 4);
     the flags are :func:`openapi_document`'s."""
@@ -1084,6 +1225,7 @@ def openapi_routes(
         version=version,
         auth_required=auth_required,
         permissions=permissions,
+        realtime=realtime,
     )
 
     def endpoint(dialect: str) -> Callable[[Request], Awaitable[Response]]:
@@ -1117,5 +1259,6 @@ __all__ = [
     "openapi_document",
     "openapi_routes",
     "permissions_paths",
+    "realtime_paths",
     "shared_schemas",
 ]

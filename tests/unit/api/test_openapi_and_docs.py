@@ -121,3 +121,18 @@ def test_the_docs_page_escapes_what_it_embeds() -> None:
 
     assert "<b>Hub</b>" not in html and "&lt;b&gt;Hub&lt;/b&gt;" in html
     assert '</script>"' not in html and '\\"\\u003c/script>' in html
+
+
+def test_realtime_routes_are_described_when_mounted(crm_registry: MetadataRegistry) -> None:
+    assert "/api/v1/realtime/sse" not in openapi_document(crm_registry)["paths"]
+    document = openapi_document(crm_registry, auth_required=True, realtime=True)
+    validate(document)
+    validate(downgrade_to_30(document))
+    sse = document["paths"]["/api/v1/realtime/sse"]["get"]
+    poll = document["paths"]["/api/v1/realtime/poll"]["get"]
+    assert "text/event-stream" in sse["responses"]["200"]["content"]
+    assert {p["name"] for p in sse["parameters"]} >= {"objects", "since", "Last-Event-ID"}
+    assert {p["name"] for p in poll["parameters"]} >= {"objects", "since", "timeout"}
+    event = poll["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    objects = event["data"]["properties"]["events"]["items"]["properties"]["object"]["enum"]
+    assert "account" in objects and "opportunity" in objects
