@@ -27,7 +27,10 @@
   record permissions of ``*.permission.yml`` apply to every data route;
 - ``POST /api/v1/permissions/check`` explains a decision
   (:mod:`objectos.api.permissions`);
-- ``/api/v1/openapi.json`` and ``/docs`` describe the live metadata.
+- ``/api/v1/openapi.json`` and ``/docs`` describe the live metadata;
+- record events over HTTP, ``/api/v1/realtime/sse`` and ``/realtime/poll``
+  (:mod:`deployments.replica_realtime`), with REST's authentication and
+  permissions; discovery adds the Socket.IO gateways' URLs while one runs.
 
 Middleware (outermost first): request context (ids, trace, access log), CORS,
 gzip (:func:`objectos.api.middleware.hub_middleware`), then what
@@ -61,6 +64,12 @@ from actors.factory import get_kernel
 from actors.hooks import KernelDataHooks
 from actors.ratelimiter import RayBucketStore
 from actors.remote import RayServiceDirectory
+from deployments.replica_realtime import (
+    EVENT_ROUTES,
+    GatewayRoutes,
+    QueryTokenAuthenticator,
+    ReplicaEvents,
+)
 from objectos import __version__
 from objectos.api.audit import (
     AUDIT_ROUTES,
@@ -111,9 +120,10 @@ MOUNTED_ROUTES = {
     **AUTH_ROUTES,
     **PERMISSIONS_ROUTES,
     **AUDIT_ROUTES,
+    **EVENT_ROUTES,
 }
 #: Route families served by the data engine: advertised while the data plugin runs.
-DATA_FAMILIES = frozenset({"data", "metadata", "openapi", "docs", "permissions"})
+DATA_FAMILIES = frozenset({"data", "metadata", "openapi", "docs", "permissions", *EVENT_ROUTES})
 
 
 class ReplicaData:
@@ -417,6 +427,14 @@ class HubHTTP:
         self.audited = AuditedDataService(
             self.data, self.audit_sink, audit_reads=audit_reads_of(hub.plugins)
         )
+        # Record events over HTTP; the Socket.IO gateways' URLs for discovery.
+        self.events = ReplicaEvents(
+            self.data,
+            QueryTokenAuthenticator(
+                self.authenticate, self.auth_routes.authenticator.authenticate_token, trusted
+            ),
+        )
+        self.gateway_routes = GatewayRoutes()
         self.audit_routes = AuditRoutes(
             self.audit_database,
             self.authenticate,
@@ -541,13 +559,21 @@ class HubHTTP:
             if (data_running or family not in DATA_FAMILIES)
             and (family not in AUDIT_ROUTES or AUDIT_PLUGIN_ID in running)
         }
+        gateways = await self.gateway_routes.get()  # {} unless a gateway runs
+        routes.update(gateways)
         document = discovery_document(
             name=self.hub.name,
             version=__version__,
             environment=self.hub.environment,
             mounted_routes=routes,
             plugins=status["plugins"],
-            capabilities={"metrics": True, "openapi": data_running, "data": data_running},
+            capabilities={
+                "metrics": True,
+                "openapi": data_running,
+                "data": data_running,
+                "realtime": bool(gateways),
+                "sse": data_running,
+            },
         )
         return self.ok(request, document)
 
@@ -595,12 +621,14 @@ class HubHTTP:
             *data_routes(self.audited, self.data.registry, self.authenticate),
             *self.audit_routes.routes(),
             *permission_routes(self.data.guard, self.authenticate, self.user_actor),
+            *self.events.routes(),
             *openapi_routes(
                 self.data.registry,
                 title=self.hub.name,
                 version=self.hub.version,
                 auth_required=True,
                 permissions=True,
+                realtime=True,
             ),
             *docs_routes(title=f"{self.hub.name} API"),
         ]
@@ -633,6 +661,7 @@ class APIGateway:
 
     async def __del__(self) -> None:
         # Serve awaits an async __del__ when it stops the replica.
+        await self.http.events.close()
         await self.http.data.close()
         await self.http.identity.aclose()
         await self.http.audit_sink.stop()

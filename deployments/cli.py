@@ -2,7 +2,7 @@
 
     objectos up [--config configs/objectos.yaml] [--host 127.0.0.1] [--port 8000]
                 [--address RAY_ADDRESS] [--dev]
-    objectos status [--config ...] [--address ...] [--json]
+    objectos status [--config ...] [--address ...] [--json]   (plugins and gateways)
     objectos restart PLUGIN_ID [--config ...] [--address ...]
     objectos down [--config ...] [--address ...]
     objectos user create --email EMAIL [--password PW] [--name NAME]
@@ -314,7 +314,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         state = {"address": address, "startedRay": False}
     state_file.write({**state, "config": str(Path(args.config).resolve())})
     try:
-        kernel, status = _deploy(args, checked, address, host, port)
+        kernel, status, gateways = _deploy(args, checked, address, host, port)
     except Exception as exc:
         print(f"error: the hub failed to start: {type(exc).__name__}: {exc}", file=sys.stderr)
         if started_ray:
@@ -335,6 +335,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     _say(f"  health     {base}/api/v1/health")
     _say(f"  plugins    {base}/api/v1/admin/plugins")
     _say(f"  metrics    {base}/metrics")
+    _say(f"  SSE        {base}/api/v1/realtime/sse")
+    for gateway in gateways:
+        _say(f"  realtime   {gateway['url']}  (Socket.IO; documents /yjs|<name>)")
     _say(f"  Ray        {address}")
     if args.dev:
         return dev_loop(args, checked, kernel)
@@ -343,8 +346,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _deploy(
     args: argparse.Namespace, checked: CheckedHub, address: str, host: str, port: int
-) -> tuple[Any, int]:
-    """Kernel, plugins, Serve app; returns the kernel and the health status code."""
+) -> tuple[Any, int, list[dict[str, Any]]]:
+    """Kernel, plugins, Serve app, realtime gateways; the kernel, the health status code
+    and the gateways' ``info`` (none when ``realtime.enabled`` is false)."""
     import ray
     from ray import serve
 
@@ -356,10 +360,22 @@ def _deploy(
     _say("objectos: kernel started; starting plugins ...")
     _wait_for_plugins(kernel, args.timeout)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app({"config": args.config}), name=APP_NAME, route_prefix="/", blocking=False)
+    app = build_app({"config": args.config, "realtime": False})  # gateways follow the app
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     status = _wait_http(f"http://{host}:{port}/api/v1/health", args.timeout)
     _say(_plugin_table(ray.get(kernel.plugins.remote())))
-    return kernel, status
+    return kernel, status, _start_realtime(checked.hub)
+
+
+def _start_realtime(hub: HubManifest) -> list[dict[str, Any]]:
+    """Start (or find) every node's gateway unless ``realtime.enabled`` is false."""
+    from deployments.realtime import ensure_gateways
+
+    if not hub.realtime.enabled:
+        _say("objectos: realtime is disabled (realtime.enabled: false)")
+        return []
+    _say("objectos: starting realtime gateways ...")
+    return ensure_gateways(hub.model_dump())
 
 
 def _teardown_local(state: dict[str, Any]) -> None:
@@ -376,6 +392,7 @@ def dev_loop(args: argparse.Namespace, checked: CheckedHub, kernel: Any) -> int:
     import ray
     from watchfiles import watch
 
+    from deployments.realtime import ensure_gateways
     from objectos.kernel.loader import plugin_module_file
 
     files: dict[Path, str] = {}
@@ -395,13 +412,19 @@ def dev_loop(args: argparse.Namespace, checked: CheckedHub, kernel: Any) -> int:
                 except ObjectOSError as exc:
                     _fail(exc)
                     continue
-                _say("objectos: config is valid; restart the hub to apply plugin-set changes")
+                _say(
+                    "objectos: config is valid; restart the hub to apply plugin-set "
+                    "or realtime changes"
+                )
             for path in changed:
                 plugin_id = files.get(path)
                 if plugin_id is not None:
                     _say(f"objectos: {path.name} changed; reloading {plugin_id}")
                     row = ray.get(kernel.reload_plugin.remote(plugin_id))
                     _say(f"  plugin {plugin_id} {row['status']} {row.get('reason') or ''}")
+            if checked.hub.realtime.enabled:
+                # Reloads leave the gateways alone; this restarts one that died meanwhile.
+                ensure_gateways(checked.hub.model_dump())
     except KeyboardInterrupt:
         _say("objectos: dev mode stopped; the hub keeps running (`objectos down` stops it)")
     return EXIT_OK
@@ -434,12 +457,48 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: no hub at {address}: {exc}", file=sys.stderr)
         return EXIT_NO_HUB
     status = ray.get(kernel.status.remote())
+    gateways = _gateway_stats()
     if args.json:
-        print(json.dumps(status, indent=2, default=str))
+        print(json.dumps({**status, "gateways": gateways}, indent=2, default=str))
     else:
         _say(f"hub {status['hub']['id']} ({'ready' if status['ready'] else 'NOT ready'})")
         _say(_plugin_table(status["plugins"]))
+        _say(_gateway_table(gateways) if gateways else "no realtime gateways")
     return EXIT_OK if status["ready"] else EXIT_UNHEALTHY
+
+
+def _gateway_stats(timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Every live gateway's ``stats()`` (connections, documents); ``error`` if it won't say."""
+    import ray
+
+    from actors.factory import get_gateway, live_gateways
+
+    rows = []
+    for name in live_gateways():
+        handle = get_gateway(name)
+        if handle is None:
+            continue
+        try:
+            rows.append(dict(ray.get(handle.stats.remote(), timeout=timeout_s)))
+        except Exception as exc:  # dead or stuck: show it rather than hide it
+            rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
+    return rows
+
+
+def _gateway_table(gateways: list[dict[str, Any]]) -> str:
+    rows = [("GATEWAY", "URL", "CONNECTIONS", "DOCUMENTS", "PID")]
+    for g in gateways:
+        rows.append(
+            (
+                str(g["name"]),
+                str(g.get("url") or g.get("error") or ""),
+                str(g.get("connections", "-")),
+                str(len(g["documents"]) if isinstance(g.get("documents"), list | dict) else "-"),
+                str(g.get("pid", "-")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -477,8 +536,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     from ray import serve
 
     from actors.factory import get_kernel
+    from deployments.realtime import stop_realtime
 
     connect(address)
+    stopped = stop_realtime()
+    if stopped["gateways"]:
+        _say(f"objectos: stopped realtime gateways: {', '.join(stopped['gateways'])}")
     try:
         kernel = get_kernel()
     except ValueError:
