@@ -299,6 +299,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not reusing and not _port_free(host, port):
         print(f"error: {host}:{port} is already in use (choose --port)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    realtime = hub.realtime
+    busy = realtime.enabled and realtime.port and not _port_free(realtime.host, realtime.port)
+    if busy and not reusing:
+        print(
+            f"error: realtime.port {realtime.host}:{realtime.port} is already in use "
+            "(set realtime.port in the manifest, or realtime.enabled: false)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     started_ray = False
     if address is None:
         if reusing:

@@ -91,3 +91,32 @@ def test_id_mismatch_and_bad_plugin_config_are_reported_together(tmp_path: Path,
     assert code == EXIT_BAD_INPUT
     assert "declares id 'com.objectos.storage'" in err
     assert "plugins.com.example.hello.config" in err and "greeting" in err
+
+
+def test_a_busy_realtime_port_is_refused_before_anything_starts(tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        http_port = free.getsockname()[1]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        config = write(
+            tmp_path,
+            f"id: com.test.hub\nplugins: {{}}\nserve: {{port: {http_port}}}\n"
+            f"realtime: {{host: 127.0.0.1, port: {taken}}}\n",
+        )
+        code, err = up(config, capsys)
+    assert code == EXIT_BAD_INPUT
+    assert f"realtime.port 127.0.0.1:{taken} is already in use" in err
+    assert nothing_started(config)
+
+
+def test_a_bad_realtime_key_names_file_line_and_key(tmp_path: Path, capsys) -> None:
+    config = write(tmp_path, "id: com.test.hub\nplugins: {}\nrealtime:\n  prot: 9000\n")
+    code, err = up(config, capsys)
+    assert code == EXIT_BAD_INPUT
+    assert f"{config}:4 realtime.prot: unknown key" in err
+    assert nothing_started(config)
