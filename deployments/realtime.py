@@ -10,14 +10,15 @@ Each gateway publishes its URL in Ray's GCS key-value store (``realtime:gateway:
 so any process -- an HTTP replica building the discovery document -- reads the URLs
 without an actor call.
 
-Settings come from the hub manifest's ``realtime`` section when it has one (keys
-below), else defaults. Clients send a credential as handshake ``auth.token``: in
+Settings come from the hub manifest's typed ``realtime`` section
+(``objectos.protocol.manifest.RealtimeSettings``; keys below, all optional). Clients send a credential as handshake ``auth.token``: in
 *hub mode* (the default) what REST accepts -- a hub access token, a configured OIDC
 provider's token or an API key; in *dev mode* (``auth: dev``) the shared realtime
 token: ``realtime.devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else the contents of
 ``<dataDir>/realtime.token`` (created with a random token, mode 0600, on first use).
 
     realtime:
+      enabled: true            # false: `objectos up` / build_app start no gateway
       host: 127.0.0.1          # where each node's gateway binds (0.0.0.0 = all interfaces)
       port: 8001               # the same port on every node; 0 = a free port (one node only)
       advertiseUrl: null       # URL clients should use, if not http://<host or node IP>:<port>
