@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -152,3 +153,77 @@ def test_up_status_down(tmp_path: Path) -> None:
         raise AssertionError("the hub still answers after `objectos down`")
     except httpx.HTTPError:
         pass
+
+
+PLUGIN = """
+from objectos.kernel.plugin import Plugin
+from objectos.protocol.manifest import PluginManifest
+
+
+VERSION = {version!r}
+
+
+class DevPlugin(Plugin):
+    manifest = PluginManifest(id="com.test.dev", version="1.0.0")
+"""
+
+DEV_CONFIG = """\
+id: com.test.dev
+dataDir: data
+plugins:
+  com.test.dev: {{module: 'dev_plugin:DevPlugin'}}
+serve: {{host: 127.0.0.1, port: {port}, replicas: 1}}
+realtime: {{host: 127.0.0.1, port: {realtime_port}, auth: dev, devToken: dev-secret}}
+"""
+
+
+def test_dev_reload_keeps_the_gateways(tmp_path: Path) -> None:
+    port, realtime_port = free_port(), free_port()
+    config = tmp_path / "objectos.yaml"
+    config.write_text(DEV_CONFIG.format(port=port, realtime_port=realtime_port))
+    plugin = tmp_path / "dev_plugin.py"
+    plugin.write_text(PLUGIN.format(version="v1"))
+    gateway_url = f"http://127.0.0.1:{realtime_port}"
+    # The plugin module is importable by the local Ray's workers (they inherit this).
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "up", "--config", str(config), "--dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert dev.stdout is not None
+        for line in dev.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("--dev: watching" in line for line in lines), timeout=240)
+        status = objectos("status", "--config", str(config), "--json")
+        (before,) = json.loads(status.stdout)["gateways"]
+        assert join_document(gateway_url, "dev-secret", "dev-notes")
+
+        plugin.write_text(PLUGIN.format(version="v2"))
+        wait_until(lambda: any("plugin com.test.dev running" in line for line in lines), 120)
+
+        status = objectos("status", "--config", str(config), "--json")
+        (after,) = json.loads(status.stdout)["gateways"]
+        assert (after["pid"], after["startedAt"]) == (before["pid"], before["startedAt"])
+        assert join_document(gateway_url, "dev-secret", "dev-notes")
+        discovery = httpx.get(f"http://127.0.0.1:{port}/api/v1/discovery", timeout=10)
+        assert discovery.json()["data"]["routes"]["realtime"] == gateway_url
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+        down = objectos("down", "--config", str(config))
+    assert down.returncode == 0, down.stdout + down.stderr + "".join(lines)
+    assert "stopped realtime gateways" in down.stdout
