@@ -11,10 +11,11 @@ so any process -- an HTTP replica building the discovery document -- reads the U
 without an actor call.
 
 Settings come from the hub manifest's typed ``realtime`` section
-(``objectos.protocol.manifest.RealtimeSettings``; keys below, all optional). Clients send a credential as handshake ``auth.token``: in
-*hub mode* (the default) what REST accepts -- a hub access token, a configured OIDC
-provider's token or an API key; in *dev mode* (``auth: dev``) the shared realtime
-token: ``realtime.devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else the contents of
+(``objectos.protocol.manifest.RealtimeSettings``; keys below, all optional).
+Clients send a credential as handshake ``auth.token``: in *hub mode* (the
+default) what REST accepts -- a hub access token, a configured OIDC provider's
+token or an API key; in *dev mode* (``auth: dev``) the shared realtime token:
+``realtime.devToken``, else ``$OBJECTOS_REALTIME_TOKEN``, else the contents of
 ``<dataDir>/realtime.token`` (created with a random token, mode 0600, on first use).
 
     realtime:
