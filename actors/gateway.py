@@ -48,6 +48,7 @@ from objectos.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
+from objectos.realtime.expiry import check_not_expired
 from objectos.realtime.namespace import RealtimeNamespace
 from objectos.realtime.permissions import HubRecordPermissions, record_field_access
 from objectos.realtime.presence import PresenceBatch
@@ -247,6 +248,7 @@ class DocumentAuthorizer:
 
     async def __call__(self, doc_name: str, auth: dict[str, Any] | None) -> Access:
         grant = await self.identify(auth)
+        check_not_expired(grant.expires_at)
         granted = Access(grant.access.read, grant.access.write, grant.expires_at)
         record = RecordDocument.parse(doc_name)
         if record is None or self.record_access is None or not grant.access.read:

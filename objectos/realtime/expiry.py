@@ -40,6 +40,16 @@ def expired_payload(event: str | None = None) -> dict[str, Any]:
     return payload
 
 
+def check_not_expired(expires_at: float | None, now: float | None = None) -> None:
+    """Refuse (``ExpiredToken``) a credential past its expiry at connect.
+
+    Token verification tolerates clock skew (a leeway); a session would be
+    ended at once anyway, so connecting is refused instead of looping.
+    """
+    if expires_at is not None and expires_at <= (time.time() if now is None else now):
+        raise ExpiredToken("the token has expired: connect again with a fresh one")
+
+
 class SessionExpiry:
     """One timer per watched connection (see the module docstring)."""
 
@@ -94,4 +104,4 @@ class SessionExpiry:
             logger.info("ending session %s on %s failed: %r", sid, namespace, exc)
 
 
-__all__ = ["EndSession", "SessionExpiry", "expired_payload"]
+__all__ = ["EndSession", "SessionExpiry", "check_not_expired", "expired_payload"]

@@ -51,7 +51,7 @@ import socketio
 
 from objectos.data.actor import Actor
 from objectos.errors import FieldError, InvalidField, ObjectOSError, Unauthenticated
-from objectos.realtime.expiry import SessionExpiry, expired_payload
+from objectos.realtime.expiry import SessionExpiry, check_not_expired, expired_payload
 from objectos.realtime.presence import PresenceBatch, parse_room, parse_status
 from objectos.realtime.subscriptions import (
     MAX_ID_LENGTH,
@@ -257,6 +257,7 @@ class RealtimeNamespace(socketio.AsyncNamespace):
             )
         try:
             identified = await self._identify(auth if isinstance(auth, dict) else None)
+            check_not_expired(identified.expires_at)
             actor = self._actor_of(identified)
         except ObjectOSError as exc:
             raise socketio.exceptions.ConnectionRefusedError(

@@ -403,7 +403,9 @@ async def test_killed_gateway_restarts_and_clients_catch_up_from_their_cursor(hu
     await eventually(lambda: client.connects >= 2 and client.acks)
     assert client.acks[-1]["ok"], client.acks
     hub.update("admin", "account", account["id"], {"description": "after"})
-    await eventually(lambda: client.events and client.events[-1]["record"]["description"] == "after")
+    await eventually(
+        lambda: client.events and client.events[-1]["record"]["description"] == "after"
+    )
     descriptions = [e["record"]["description"] for e in client.events]
     assert descriptions == ["before", "down 0", "down 1", "down 2", "after"]
 
@@ -505,10 +507,12 @@ async def test_record_documents_follow_record_permissions(hub: Hub) -> None:
     owner = await connect("east_rep", f"account/{mine['id']}/description")
     reader = await connect("west_rep", f"account/{mine['id']}/description")
     try:
-        owner.text("description").insert(0, "written by the owner")
+        async with owner.transact():
+            owner.text("description").insert(0, "written by the owner")
         await eventually(lambda: str(reader.text("description")) == "written by the owner")
         # public_read: the other rep reads but may not write.
-        reader.text("description").insert(0, "vandal ")
+        async with reader.transact():
+            reader.text("description").insert(0, "vandal ")
         await eventually(lambda: reader.errors)
         assert reader.errors[-1]["code"] == "permission_denied"
         await asyncio.sleep(0.5)
