@@ -1,11 +1,18 @@
-"""The Socket.IO gateway of one node: ``gateway:<node id>``, serving collaborative documents.
+"""The Socket.IO gateway of one node: ``gateway:<node id>``, serving documents and records.
 
 One detached actor per node (``num_cpus=0``) runs python-socketio under its own
 uvicorn on its own port (ARCHITECTURE.md, "Where HTTP and Socket.IO run"): one
 process holds each connection, so WebSocket *and* long-polling work, and a room
-that emits to this gateway reaches the sockets that are really here. Documents are
-served with the y-socket.io protocol (``objectos.realtime.yjs.protocol``) on
-namespaces ``/yjs|<doc>``; their rooms are Ray actors (``actors.room``).
+that emits to this gateway reaches the sockets that are really here. It serves:
+
+* collaborative documents with the y-socket.io protocol
+  (``objectos.realtime.yjs.protocol``) on namespaces ``/yjs|<doc>``; their rooms
+  are Ray actors (``actors.room``), which call :meth:`GatewayActor.deliver`;
+* record subscriptions and presence on ``/realtime``
+  (:class:`~objectos.realtime.namespace.RealtimeNamespace` over
+  :class:`~actors.realtime.RayRealtimeBackend`): record rooms
+  (``room:records:<object>``) and presence trackers (``presence:<shard>``) call
+  :meth:`GatewayActor.deliver_records`.
 
 Authorization is a callable ``authorize(doc_name, auth) -> Access`` given to the
 actor, normally a :class:`DocumentAuthorizer`: an identity proves who the
@@ -13,7 +20,10 @@ handshake's ``auth.token`` is -- :class:`HubTokenIdentity` (hub mode: the same h
 JWTs, provider tokens and API keys as REST) or :class:`SharedTokenIdentity` (dev
 mode: a shared token, read-write, or a read token, read-only) -- and documents named
 ``<object>/<id>/<field>`` (a record's rich-text field, :class:`RecordDocument`) pass a
-``record_access`` hook that may narrow that: where record permissions plug in.
+``record_access`` hook that may narrow that: :class:`HubRecordAccess` applies the
+hub's record permissions. ``/realtime`` identifies its connections with the same
+identity (``authorize.identify``). A token that expires while connected ends the
+session on both namespaces (:mod:`objectos.realtime.expiry`).
 Without an ``authorize`` the actor runs dev mode with ``settings.dev_token``.
 """
 

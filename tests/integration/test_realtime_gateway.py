@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -526,3 +530,86 @@ async def test_record_documents_follow_record_permissions(hub: Hub) -> None:
     # A field the rep may not read at all: refused too.
     with pytest.raises(ConnectionRefused):
         await connect("east_rep", f"account/{mine['id']}/annual_revenue")
+
+
+# ---------------------------------------------------------------------- a stock client
+
+INTEROP_DIR = Path(__file__).resolve().parents[1] / "interop"
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """``tests/interop/node_modules`` (``npm ci`` once); skips without Node."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not found on PATH: the stock-client tests need Node 20+")
+    modules = INTEROP_DIR / "node_modules"
+    if not (modules / "socket.io-client" / "package.json").exists():
+        result = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=INTEROP_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"npm ci failed in {INTEROP_DIR}:\n{result.stdout}\n{result.stderr}")
+    return modules
+
+
+@pytest.mark.parametrize("transports", ["polling,websocket", "polling"])
+async def test_stock_socketio_client_subscribes_to_record_events(
+    hub: Hub, node_modules: Path, transports: str
+) -> None:
+    account = hub.create("admin", "account", {"name": unique("Stock"), "annual_revenue": 7})
+    subscription = {
+        "subscriptionId": "stock",
+        "objects": ["account"],
+        "events": ["record.updated"],
+        "filter": {"id": account["id"]},
+    }
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        "realtime_client.mjs",
+        hub.url,
+        "--token",
+        hub.token("east_rep"),
+        "--subscribe",
+        json.dumps(subscription),
+        "--events",
+        "2",
+        "--transports",
+        transports,
+        "--timeout",
+        str(int(SLOW_S * 1000)),
+        cwd=INTEROP_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+
+    async def next_line() -> dict[str, Any]:
+        assert process.stdout is not None and process.stderr is not None
+        line = await asyncio.wait_for(process.stdout.readline(), SLOW_S)
+        assert line, (await process.stderr.read()).decode()
+        lines.append(json.loads(line))
+        return lines[-1]
+
+    try:
+        first = await next_line()
+        assert first["event"] == "ack" and first["ack"]["ok"], first
+        for n in (1, 2):
+            hub.update("admin", "account", account["id"], {"description": f"v{n}"})
+        while lines[-1]["event"] != "result":
+            await next_line()
+        await asyncio.wait_for(process.wait(), SLOW_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert lines[-1]["ok"] and process.returncode == 0, lines
+    records = [line["payload"] for line in lines if line["event"] == "record"]
+    assert [r["record"]["description"] for r in records] == ["v1", "v2"]
+    assert all(r["eventName"] == "record.updated" for r in records)
+    assert all("annual_revenue" not in r["record"] for r in records)  # a rep's view
+    assert records[0]["cursor"] > first["ack"]["cursor"]
