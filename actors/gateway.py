@@ -303,6 +303,7 @@ class HubRecordAccess:
         actor = grant.principal
         if not isinstance(actor, Actor):
             return grant.access
+        await self.records.ready()
         return await record_field_access(
             self.records.permissions,
             self._read,
@@ -482,6 +483,7 @@ class GatewayActor:
         self.sio.register_namespace(self.namespace)
         self.rooms.on_room_lost = self.namespace.recover_document
         # /realtime: record subscriptions and presence, same identities as documents.
+        self.records = records
         self.realtime = RealtimeNamespace(
             getattr(authorize, "identify", None),
             RayRealtimeBackend(
@@ -601,6 +603,8 @@ class GatewayActor:
             await asyncio.wait_for(asyncio.shield(self._serving), timeout_s)
         await self.rooms.close()
         await self.realtime.close()
+        if self.records is not None:
+            await self.records.aclose()
         close = getattr(self.authorize, "aclose", None)
         if close is not None:
             await close()

@@ -145,6 +145,7 @@ class SubscriptionRoomActor:
         ``DataEngine.tables.columns(object_name)`` for typed, checked filters."""
         self.object_name = object_name
         self.name = record_room_name(object_name)
+        self._visibility = visibility
         self._feed = _feed_handle()
         self._idle_s = idle_s
         self._attach_interval_s = attach_interval_s
@@ -186,6 +187,9 @@ class SubscriptionRoomActor:
             spec = SubscriptionSpec.parse(spec)
         self._busy += 1
         try:
+            ready = getattr(self._visibility, "ready", None)
+            if ready is not None:  # a permission engine built in this process on first use
+                await ready()
             return await self._room.subscribe(
                 spec.for_objects([self.object_name]),
                 connection_id=connection_id,
@@ -566,6 +570,8 @@ class RayRealtimeBackend:
     async def subscribe(
         self, spec: SubscriptionSpec, connection_id: str, actor: Actor
     ) -> tuple[int, list[str]]:
+        if self.records is not None:
+            await self.records.ready()
         records, columns = self._check_objects(spec, actor)
         try:
             ack = await subscribe_records(
@@ -625,6 +631,7 @@ class RayRealtimeBackend:
     ) -> dict[str, Any]:
         object_name, _ = parse_room(room)
         if self.records is not None:
+            await self.records.ready()
             self.records.permissions.engine.require(actor, object_name, "read")
         if actor.user_id is None:
             raise ServiceUnavailable("presence needs a user", details={"service": "presence"})

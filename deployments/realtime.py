@@ -170,9 +170,14 @@ def hub_database_url(hub: Mapping[str, Any]) -> str:
 
 
 def record_permissions(hub: Mapping[str, Any]) -> HubRecordPermissions | None:
-    """The record permissions of a hub with metadata (None without any)."""
+    """The record permissions of a hub with metadata (None without any): the REST
+    replicas' engine, with the identity store's role directory on the hub's database."""
     metadata = hub.get("metadata")
-    return HubRecordPermissions(list(metadata)) if metadata else None
+    if not metadata:
+        return None
+    return HubRecordPermissions(
+        list(metadata), hub_database_url(hub), str(hub.get("dataDir") or ".")
+    )
 
 
 def ensure_gateways(

@@ -23,11 +23,13 @@ record is treated as unreadable. Anything the engine refuses to answer
 :class:`HubRecordPermissions` is the picklable form the gateway and the room
 actors are given: the metadata directories, from which each process builds its
 own engine on first use (a compiled engine holds SQLAlchemy objects and caches
-that are not worth shipping between processes).
+that are not worth shipping between processes); in a running hub with the
+identity store's role directory, like the REST replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,13 +37,17 @@ from typing import Any
 
 from objectos.data.actor import Actor
 from objectos.data.filter import ColumnInfo
-from objectos.errors import FieldNotAccessible, ObjectOSError, RecordNotFound
+from objectos.errors import (
+    FieldNotAccessible,
+    ObjectOSError,
+    RecordNotFound,
+    ServiceUnavailable,
+)
 from objectos.metadata.registry import MetadataRegistry
 from objectos.realtime.matcher import RecordMatcher, compile_matcher
 from objectos.realtime.yjs.protocol import Access
 from objectos.security.permissions import Action, PermissionEngine
 from objectos.security.rls import OPERATION_OF_ACTION, bind_user
-from objectos.security.sharing import RoleDirectory
 
 logger = logging.getLogger("objectos.realtime.permissions")
 
@@ -200,36 +206,75 @@ class RecordPermissions:
 
 
 class HubRecordPermissions:
-    """:class:`RecordPermissions` of a hub's metadata, built in whichever process uses it.
+    """:class:`RecordPermissions` of a hub, built in whichever process uses it.
 
-    Pickles as its configuration (the metadata directories), so the gateway can
-    hand it to every room actor it activates. The registry and engine are loaded
-    on first use; :meth:`role_directory` is the one place the engine's
-    :class:`~objectos.security.sharing.RoleDirectory` comes from.
+    Pickles as its configuration -- the metadata directories and, in a running
+    hub, the database holding the identity store -- so the gateway can hand it
+    to every room actor it activates. Each process builds its own engine on
+    first use: with a ``database_url``, :meth:`ready` builds the very engine the
+    REST replicas use (:func:`~objectos.security.directory.start_permission_engine`:
+    roles of other users from the identity store, refreshed in the background),
+    so the role hierarchy and role-targeted sharing rules decide as in REST;
+    without one, only the caller's own roles are known (tests, embedded use).
     """
 
-    def __init__(self, metadata_dirs: Sequence[str]) -> None:
+    def __init__(
+        self,
+        metadata_dirs: Sequence[str],
+        database_url: str | None = None,
+        data_dir: str | None = None,
+    ) -> None:
         self.metadata_dirs = [str(d) for d in metadata_dirs]
+        self.database_url = database_url
+        self.data_dir = data_dir
         self._permissions: RecordPermissions | None = None
+        self._hub: Any = None
+        self._starting: asyncio.Task[RecordPermissions] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_permissions": None}
+        return {**self.__dict__, "_permissions": None, "_hub": None, "_starting": None}
 
-    def role_directory(self) -> RoleDirectory | None:
-        """Who holds which role, for hierarchy and owner-based sharing rules.
+    async def ready(self) -> RecordPermissions:
+        """Build this process's engine (once; concurrent callers share the build)."""
+        if self._permissions is not None:
+            return self._permissions
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        try:
+            return await asyncio.shield(self._starting)
+        except BaseException:
+            self._starting = None  # the next call tries again
+            raise
 
-        None: only the caller's own roles are known (as in the REST replicas
-        today). A directory fed from the identity store plugs in here.
-        """
-        return None
+    async def _start(self) -> RecordPermissions:
+        registry = await asyncio.to_thread(MetadataRegistry.load, self.metadata_dirs)
+        if self.database_url is None:
+            engine = PermissionEngine.from_registry(registry)
+        else:
+            # Imported here: the identity store's SQL is only needed in a running hub.
+            from objectos.security.directory import start_permission_engine
+
+            self._hub = await start_permission_engine(
+                registry, self.database_url, data_dir=self.data_dir
+            )
+            engine = self._hub.engine
+        self._permissions = RecordPermissions(engine)
+        return self._permissions
 
     @property
     def permissions(self) -> RecordPermissions:
-        """The adapter over this process's engine (loaded on first use)."""
+        """The adapter over this process's engine.
+
+        Without a database it is built here on first use; with one,
+        :meth:`ready` must have been awaited (the role directory loads first).
+        """
         if self._permissions is None:
+            if self.database_url is not None:
+                raise ServiceUnavailable(
+                    "record permissions are still loading", details={"service": "permissions"}
+                )
             registry = MetadataRegistry.load(self.metadata_dirs)
-            engine = PermissionEngine.from_registry(registry, self.role_directory())
-            self._permissions = RecordPermissions(engine)
+            self._permissions = RecordPermissions(PermissionEngine.from_registry(registry))
         return self._permissions
 
     @property
@@ -245,6 +290,12 @@ class HubRecordPermissions:
 
     def readable_fields(self, actor: Actor, object_name: str) -> set[str]:
         return self.permissions.readable_fields(actor, object_name)
+
+    async def aclose(self) -> None:
+        """Stop the role directory's refresh (if this process started one)."""
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await hub.aclose()
 
 
 ReadRecord = Callable[[str, str], Awaitable[Record | None]]

@@ -227,7 +227,8 @@ async def test_subscribers_get_only_records_fields_and_deletes_they_may_read(hub
     east = await hub.client("east_rep")
     west = await hub.client("west_rep")
     admin = await hub.client("admin")
-    for client in (east, west, admin):
+    manager = await hub.client("east_manager")  # east_rep's manager, per the identity store
+    for client in (east, west, admin, manager):
         await client.subscribe(
             "crm", ["account", "opportunity"], events=["record.*", "field.changed"]
         )
@@ -246,7 +247,7 @@ async def test_subscribers_get_only_records_fields_and_deletes_they_may_read(hub
     def saw_marker(client: Client) -> bool:
         return ("record.updated", "account", "description") in client.summary(account["id"])
 
-    for client in (east, west, admin):
+    for client in (east, west, admin, manager):
         await eventually(lambda client=client: saw_marker(client))
 
     assert admin.summary(deal["id"]) == [
@@ -256,6 +257,9 @@ async def test_subscribers_get_only_records_fields_and_deletes_they_may_read(hub
         ("record.deleted", "opportunity", ""),
     ]
     assert east.summary(deal["id"]) == admin.summary(deal["id"])  # the owner's own deal
+    # The role hierarchy (who holds east_rep comes from the identity store) reaches it too.
+    assert manager.summary(deal["id"]) == admin.summary(deal["id"])
+    assert manager.summary(account["id"]) == admin.summary(account["id"])  # revenue readable
     assert west.summary(deal["id"]) == []  # private: neither the record nor its delete
     # Accounts are public_read; annual_revenue is readable by managers and admins only.
     assert admin.summary(account["id"]) == [
