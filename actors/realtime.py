@@ -669,36 +669,50 @@ class RayRealtimeBackend:
 class FeedNudge:
     """``nudge()`` for :class:`~objectos.realtime.feed.NudgeOnCommit` in REST replicas.
 
-    Calls ``feed:changes``'s :meth:`ChangeFeedActor.nudge` when the feed runs
-    (returns the call's ObjectRef, which NudgeOnCommit awaits); while there is
-    none, looks it up again at most every ``lookup_s`` and does nothing, so a
-    hub without realtime pays nothing per write. A lost nudge only delays events
-    (the feed polls anyway).
+    Tells ``feed:changes`` (:meth:`ChangeFeedActor.nudge`) to read the log now,
+    without making the request wait: the call runs in a background task of the
+    caller's loop, and writes that commit while one is in flight cause one more
+    nudge after it, not one each (nothing is returned for NudgeOnCommit to await).
+    While no feed runs it looks the actor up at most every ``lookup_s``, so a
+    hub without realtime pays nothing per write. A lost nudge only delays events:
+    the feed polls anyway.
     """
 
     def __init__(self, lookup_s: float = 5.0) -> None:
         self.lookup_s = lookup_s
         self._handle: Any = None
         self._looked_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self._pending = False
+        self.sent = 0
 
-    def __call__(self) -> Any:
+    def __call__(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._pending = True  # the call in flight may have been read already
+            return
         handle = self._handle
         if handle is None:
             now = time.monotonic()
             if now - self._looked_at < self.lookup_s:
-                return None
+                return
             self._looked_at = now
             handle = self._handle = get_change_feed()
             if handle is None:
-                return None
-        return self._call(handle)
+                return
+        self._task = asyncio.get_running_loop().create_task(self._run(handle))
 
-    async def _call(self, handle: Any) -> None:
-        try:
-            await handle.nudge.remote()
-        except RayActorError:
-            self._handle = None  # stopped or gone: look it up again later
-            raise
+    async def _run(self, handle: Any) -> None:
+        while True:
+            self._pending = False
+            try:
+                await handle.nudge.remote()
+                self.sent += 1
+            except Exception as exc:  # stopped or gone: look it up again later
+                self._handle = None
+                logger.info("nudging the change feed failed: %r", exc)
+                return
+            if not self._pending:
+                return
 
 
 __all__ = [
