@@ -209,7 +209,9 @@ def get_room_directory() -> Any | None:
         return None
 
 
-def get_or_create_gateway(node_id: str, settings: dict[str, Any], authorize: Any = None) -> Any:
+def get_or_create_gateway(
+    node_id: str, settings: dict[str, Any], authorize: Any = None, records: Any = None
+) -> Any:
     """The Socket.IO gateway of one node: detached, pinned to that node, restarted by Ray.
 
     A restart re-runs the constructor with the same arguments, so the gateway
@@ -231,7 +233,7 @@ def get_or_create_gateway(node_id: str, settings: dict[str, Any], authorize: Any
             max_concurrency=1000,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         )
-        .remote(node_id, settings, authorize)
+        .remote(node_id, settings, authorize, records)
     )
 
 
@@ -366,6 +368,16 @@ def get_or_create_change_feed(database_url: str, **feed_options: Any) -> Any:
 def get_change_feed() -> Any | None:
     """The running change feed actor, or None."""
     return get_named_actor(CHANGE_FEED_NAME)
+
+
+def live_actors(prefix: str) -> list[str]:
+    """Names of every actor of the hub whose name starts with ``prefix``."""
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(
+        entry["name"]
+        for entry in names
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith(prefix)
+    )
 
 
 def get_named_actor(name: str) -> Any | None:

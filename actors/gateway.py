@@ -1,11 +1,18 @@
-"""The Socket.IO gateway of one node: ``gateway:<node id>``, serving collaborative documents.
+"""The Socket.IO gateway of one node: ``gateway:<node id>``, serving documents and records.
 
 One detached actor per node (``num_cpus=0``) runs python-socketio under its own
 uvicorn on its own port (ARCHITECTURE.md, "Where HTTP and Socket.IO run"): one
 process holds each connection, so WebSocket *and* long-polling work, and a room
-that emits to this gateway reaches the sockets that are really here. Documents are
-served with the y-socket.io protocol (``objectos.realtime.yjs.protocol``) on
-namespaces ``/yjs|<doc>``; their rooms are Ray actors (``actors.room``).
+that emits to this gateway reaches the sockets that are really here. It serves:
+
+* collaborative documents with the y-socket.io protocol
+  (``objectos.realtime.yjs.protocol``) on namespaces ``/yjs|<doc>``; their rooms
+  are Ray actors (``actors.room``), which call :meth:`GatewayActor.deliver`;
+* record subscriptions and presence on ``/realtime``
+  (:class:`~objectos.realtime.namespace.RealtimeNamespace` over
+  :class:`~actors.realtime.RayRealtimeBackend`): record rooms
+  (``room:records:<object>``) and presence trackers (``presence:<shard>``) call
+  :meth:`GatewayActor.deliver_records`.
 
 Authorization is a callable ``authorize(doc_name, auth) -> Access`` given to the
 actor, normally a :class:`DocumentAuthorizer`: an identity proves who the
@@ -13,7 +20,10 @@ handshake's ``auth.token`` is -- :class:`HubTokenIdentity` (hub mode: the same h
 JWTs, provider tokens and API keys as REST) or :class:`SharedTokenIdentity` (dev
 mode: a shared token, read-write, or a read token, read-only) -- and documents named
 ``<object>/<id>/<field>`` (a record's rich-text field, :class:`RecordDocument`) pass a
-``record_access`` hook that may narrow that: where record permissions plug in.
+``record_access`` hook that may narrow that: :class:`HubRecordAccess` applies the
+hub's record permissions. ``/realtime`` identifies its connections with the same
+identity (``authorize.identify``). A token that expires while connected ends the
+session on both namespaces (:mod:`objectos.realtime.expiry`).
 Without an ``authorize`` the actor runs dev mode with ``settings.dev_token``.
 """
 
@@ -38,8 +48,21 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors import factory
+from actors.realtime import RayRealtimeBackend, unsubscribe_records
 from actors.room import RayRoomDirectory, RoomSettings, set_process_niceness
-from objectos.errors import ConfigError, InvalidToken, ServiceUnavailable, Unauthenticated
+from objectos.data.actor import Actor
+from objectos.errors import (
+    ConfigError,
+    InvalidToken,
+    RecordNotFound,
+    ServiceUnavailable,
+    Unauthenticated,
+)
+from objectos.realtime.expiry import check_not_expired
+from objectos.realtime.namespace import RealtimeNamespace
+from objectos.realtime.permissions import HubRecordPermissions, record_field_access
+from objectos.realtime.presence import PresenceBatch
+from objectos.realtime.subscriptions import EventBatch
 from objectos.realtime.yjs.directory import DocumentRoomLike
 from objectos.realtime.yjs.protocol import Access, Authorize, YSocketIONamespace, doc_name_of
 from objectos.realtime.yjs.room import SYNC_UPDATE, RoomUnavailable
@@ -97,6 +120,15 @@ class GatewaySettings(BaseModel):
         None, description="Dev mode: a second shared token giving read-only access."
     )
     rooms: RoomSettings = Field(description="Room actors: database, idleness, cap.")
+    presence_shards: int = Field(
+        1, ge=1, le=256, description="Presence tracker actors (the same on every gateway)."
+    )
+    presence_timeout_s: float = Field(
+        30.0, gt=0, description="A presence connection not heard from for longer goes offline."
+    )
+    record_room_idle_s: float = Field(
+        30.0, gt=0, description="A record subscription room without subscribers passivates after."
+    )
 
 
 # ---------------------------------------------------------------------- authorization
@@ -127,10 +159,12 @@ class RecordDocument:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a handshake proved: the access it allows and who it is (hub mode: an ``Actor``)."""
+    """What a handshake proved: the access it allows, who it is (hub mode: an ``Actor``)
+    and when the credential expires (epoch seconds; None: it does not)."""
 
     access: Access
     principal: Any = None
+    expires_at: float | None = None
 
 
 Identify = Callable[[dict[str, Any] | None], Awaitable[Grant]]
@@ -191,7 +225,7 @@ class HubTokenIdentity:
 
     async def __call__(self, auth: dict[str, Any] | None) -> Grant:
         authentication = await self._build().authenticate_token((auth or {}).get("token"))
-        return Grant(Access(read=True, write=True), authentication.actor)
+        return Grant(Access(read=True, write=True), authentication.actor, authentication.expires_at)
 
     async def aclose(self) -> None:
         identity, self._identity, self._authenticator = self._identity, None, None
@@ -224,17 +258,97 @@ class DocumentAuthorizer:
 
     async def __call__(self, doc_name: str, auth: dict[str, Any] | None) -> Access:
         grant = await self.identify(auth)
+        check_not_expired(grant.expires_at)
+        granted = Access(grant.access.read, grant.access.write, grant.expires_at)
         record = RecordDocument.parse(doc_name)
         if record is None or self.record_access is None or not grant.access.read:
-            return grant.access
+            return granted
         narrowed = await self.record_access(record, grant)
-        granted = grant.access
-        return Access(read=granted.read and narrowed.read, write=granted.write and narrowed.write)
+        return Access(
+            read=granted.read and narrowed.read,
+            write=granted.write and narrowed.write,
+            expires_at=grant.expires_at,
+        )
 
     async def aclose(self) -> None:
-        close = getattr(self.identify, "aclose", None)
-        if close is not None:
-            await close()
+        for part in (self.identify, self.record_access):
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()
+
+
+class HubRecordAccess:
+    """The :data:`RecordAccess` hook of a hub: record permissions over the hub's data.
+
+    For ``<object>/<id>/<field>`` documents it reads the record (as the system,
+    through a DataEngine on the hub's database opened in the gateway process on
+    first use) and asks the permission engine
+    (:func:`~objectos.realtime.permissions.record_field_access`): no read
+    permission on the object, record or field refuses the connection; read
+    without edit (of the field or the record) is read-only; edit is read-write.
+    Dev-mode principals (a shared token, not a user) keep what the token grants.
+    Pickles as configuration.
+    """
+
+    def __init__(self, records: HubRecordPermissions, database_url: str) -> None:
+        self.records = records
+        self.database_url = database_url
+        self._database: Any = None
+        self._data: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_database": None, "_data": None}
+
+    async def __call__(self, record: RecordDocument, grant: Grant) -> Access:
+        actor = grant.principal
+        if not isinstance(actor, Actor):
+            return grant.access
+        await self.records.ready()
+        return await record_field_access(
+            self.records.permissions,
+            self._read,
+            actor,
+            record.object,
+            record.record_id,
+            record.field,
+        )
+
+    async def _read(self, object_name: str, record_id: str) -> dict[str, Any] | None:
+        if self._data is None:
+            # Imported here: only hub-mode gateways with record documents read data.
+            from objectos.data.engine import DataEngine
+            from objectos.data.schema import create_engine
+
+            self._database = create_engine(self.database_url)
+            self._data = DataEngine(self._database, self.records.registry)
+        try:
+            found: dict[str, Any] = await self._data.find_one(object_name, record_id, actor=READER)
+        except RecordNotFound:
+            return None
+        return found
+
+    async def aclose(self) -> None:
+        database, self._database, self._data = self._database, None, None
+        if database is not None:
+            await database.dispose()
+
+
+READER = Actor.system_actor("realtime")
+"""Who reads records for document permission checks (never a client)."""
+
+
+def principal_actor(grant: Any) -> Actor:
+    """The :class:`Actor` a ``/realtime`` connection acts for.
+
+    Hub mode: the token's user. Dev mode: the shared token is trusted server
+    access (``Actor.system_actor("dev")``): every record, every field.
+    """
+    principal = getattr(grant, "principal", None)
+    if isinstance(principal, Actor):
+        return principal
+    if principal == "dev":
+        return Actor.system_actor("dev")
+    raise Unauthenticated("this credential does not identify a user")
 
 
 # ---------------------------------------------------------------------- protocol handler
@@ -327,9 +441,17 @@ class GatewayActor:
     """
 
     def __init__(
-        self, node_id: str, settings: dict[str, Any], authorize: Authorize | None = None
+        self,
+        node_id: str,
+        settings: dict[str, Any],
+        authorize: Authorize | None = None,
+        records: HubRecordPermissions | None = None,
     ) -> None:
-        """``authorize`` defaults to dev mode with ``settings.dev_token`` (required then)."""
+        """``authorize`` defaults to dev mode with ``settings.dev_token`` (required then).
+
+        ``records``: the hub's record permissions, for ``/realtime`` subscriptions
+        (without them subscribing is refused; presence still works).
+        """
         self.node_id = node_id
         self.name = factory.gateway_actor_name(node_id)
         self.settings = GatewaySettings.model_validate(settings)
@@ -360,11 +482,27 @@ class GatewayActor:
         self.namespace = GatewayNamespace(self.rooms, authorize)
         self.sio.register_namespace(self.namespace)
         self.rooms.on_room_lost = self.namespace.recover_document
+        # /realtime: record subscriptions and presence, same identities as documents.
+        self.records = records
+        self.realtime = RealtimeNamespace(
+            getattr(authorize, "identify", None),
+            RayRealtimeBackend(
+                self.name,
+                records,
+                presence_shards=self.settings.presence_shards,
+                presence_timeout_s=self.settings.presence_timeout_s,
+                room_options={"idle_s": self.settings.record_room_idle_s},
+            ),
+            actor_of=principal_actor,
+            heartbeat_s=self.settings.presence_timeout_s / 3,
+        )
+        self.sio.register_namespace(self.realtime)
         self.app = socketio.ASGIApp(
             self.sio,
             other_asgi_app=lambda scope, receive, send: _health(scope, receive, send, self.info()),
             socketio_path=SOCKETIO_PATH,
         )
+        self._background: set[asyncio.Task[None]] = set()
         self._server: _ActorServer | None = None
         self._failure: BaseException | None = None
         self._serving = asyncio.get_running_loop().create_task(self._serve(), name="gateway")
@@ -418,6 +556,8 @@ class GatewayActor:
         return {
             **self.info(),
             "connections": self.namespace.connection_count,
+            "realtimeConnections": self.realtime.connection_count,
+            "realtime": dict(self.realtime.stats),
             "documents": self.rooms.documents,
             "recoveries": self.rooms.recoveries,
         }
@@ -425,6 +565,31 @@ class GatewayActor:
     async def deliver(self, doc_name: str, events: list[tuple[str, bytes, str | None]]) -> None:
         """A room's broadcast batch for this gateway's sockets of ``doc_name``."""
         await self.rooms.deliver(doc_name, events)
+
+    async def deliver_records(self, batch: EventBatch | PresenceBatch) -> None:
+        """A record room's events or a presence tracker's snapshots for ``/realtime`` sockets.
+
+        Connections that are not here any more (closed, or held by this gateway
+        before it restarted) are unsubscribed from the sending room in the
+        background, so the room stops sending for them.
+        """
+        unknown = await self.realtime.deliver(batch)
+        room = getattr(batch, "room", None)
+        if unknown and room:
+            task = asyncio.get_running_loop().create_task(self._drop_unknown(room, unknown))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _drop_unknown(self, room: str, connection_ids: list[str]) -> None:
+        for connection_id in connection_ids:
+            try:
+                await unsubscribe_records([room], connection_id=connection_id)
+            except Exception as exc:
+                logger.info("could not drop %s from %s: %r", connection_id, room, exc)
+
+    def realtime_session(self, sid: str) -> dict[str, Any] | None:
+        """What a ``/realtime`` connection holds (subscriptions, presence), or None."""
+        return self.realtime.session_of(sid)
 
     async def holds(self, doc_name: str) -> list[str]:
         """This gateway's sockets that are members of ``doc_name`` (rooms reconcile with it)."""
@@ -437,6 +602,9 @@ class GatewayActor:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._serving), timeout_s)
         await self.rooms.close()
+        await self.realtime.close()
+        if self.records is not None:
+            await self.records.aclose()
         close = getattr(self.authorize, "aclose", None)
         if close is not None:
             await close()
@@ -478,9 +646,11 @@ __all__ = [
     "GatewayNamespace",
     "GatewaySettings",
     "Grant",
+    "HubRecordAccess",
     "HubTokenIdentity",
     "Identify",
     "RecordAccess",
     "RecordDocument",
     "SharedTokenIdentity",
+    "principal_actor",
 ]

@@ -23,7 +23,7 @@
   the database at ``database_url`` and pushes runs of changes to the room actors.
 
 **The gateway side.** Rooms and presence hand batches to gateways through
-:class:`RayGatewayDelivery`: ``await <gateway actor>.deliver(batch)``, where the
+:class:`RayGatewayDelivery`: ``await <gateway actor>.deliver_records(batch)``, where the
 gateway actor is found by the name the subscriber gave (``gateway:<node>``) and
 ``batch`` is an :class:`~objectos.realtime.subscriptions.EventBatch` or a
 :class:`~objectos.realtime.presence.PresenceBatch`; both offer
@@ -40,13 +40,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.factory import (
     get_change_feed,
     get_named_actor,
+    get_or_create_presence,
     get_or_create_record_room,
     presence_actor_name,
+    presence_shard,
     record_room_name,
 )
 from objectos.data.actor import Actor
@@ -54,7 +56,8 @@ from objectos.data.changelog import ChangeEntry, ChangeLog, ChangePage
 from objectos.data.filter import ColumnInfo
 from objectos.errors import ServiceUnavailable
 from objectos.realtime.feed import Backoff, ChangeFeed, Registration, TargetGone
-from objectos.realtime.presence import PresenceTracker
+from objectos.realtime.permissions import HubRecordPermissions
+from objectos.realtime.presence import PresenceTracker, parse_room
 from objectos.realtime.subscriptions import (
     GatewayGone,
     RecordVisibility,
@@ -75,7 +78,11 @@ def _gone(exc: BaseException) -> bool:
 
 
 class RayGatewayDelivery:
-    """``deliver(gateway_name, batch)`` → ``<gateway actor>.deliver.remote(batch)``."""
+    """``deliver(gateway_name, batch)`` → ``<gateway actor>.deliver_records.remote(batch)``.
+
+    (``deliver`` of a gateway is the Yjs rooms' call; record and presence batches
+    have their own method.)
+    """
 
     def __init__(self) -> None:
         self._handles: dict[str, Any] = {}
@@ -88,7 +95,7 @@ class RayGatewayDelivery:
                 raise GatewayGone(gateway)
             self._handles[gateway] = handle
         try:
-            await handle.deliver.remote(batch)
+            await handle.deliver_records.remote(batch)
         except RayActorError as exc:
             self._handles.pop(gateway, None)
             if _gone(exc):
@@ -138,6 +145,7 @@ class SubscriptionRoomActor:
         ``DataEngine.tables.columns(object_name)`` for typed, checked filters."""
         self.object_name = object_name
         self.name = record_room_name(object_name)
+        self._visibility = visibility
         self._feed = _feed_handle()
         self._idle_s = idle_s
         self._attach_interval_s = attach_interval_s
@@ -179,6 +187,9 @@ class SubscriptionRoomActor:
             spec = SubscriptionSpec.parse(spec)
         self._busy += 1
         try:
+            ready = getattr(self._visibility, "ready", None)
+            if ready is not None:  # a permission engine built in this process on first use
+                await ready()
             return await self._room.subscribe(
                 spec.for_objects([self.object_name]),
                 connection_id=connection_id,
@@ -501,13 +512,219 @@ async def unsubscribe_records(
     return removed
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The exception an actor raised, rather than Ray's wrapper around it."""
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException):
+            return cause
+    return exc
+
+
+class RayRealtimeBackend:
+    """What the gateway's ``/realtime`` namespace calls: record rooms and presence shards.
+
+    :class:`~objectos.realtime.namespace.RealtimeBackend` over Ray actors.
+    ``records`` (picklable, see :class:`~objectos.realtime.permissions.HubRecordPermissions`)
+    is the permission adapter handed to every room this gateway activates, and
+    says which objects exist and who may read them; without it record
+    subscriptions are refused. Presence rooms are spread over ``presence_shards``
+    trackers by object (:func:`actors.factory.presence_shard`): every gateway of
+    a hub must use the same number. Errors raised in actors come back unwrapped,
+    so clients see their code and details.
+    """
+
+    def __init__(
+        self,
+        gateway: str,
+        records: HubRecordPermissions | None,
+        *,
+        presence_shards: int = 1,
+        presence_timeout_s: float = 30.0,
+        room_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.records = records
+        self.presence_shards = presence_shards
+        self.presence_timeout_s = presence_timeout_s
+        self.room_options = dict(room_options or {})
+        self._trackers: dict[int, Any] = {}
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def _check_objects(
+        self, spec: SubscriptionSpec, actor: Actor
+    ) -> tuple[HubRecordPermissions, dict[str, Any]]:
+        if self.records is None:
+            raise ServiceUnavailable(
+                "record subscriptions need the hub's metadata; this gateway has none",
+                details={"service": "realtime"},
+            )
+        engine = self.records.permissions.engine
+        columns: dict[str, Any] = {}
+        for name in spec.objects:
+            engine.require(actor, name, "read")  # ObjectNotFound, PermissionDenied
+            columns[name] = self.records.columns(name)
+        return self.records, columns
+
+    async def subscribe(
+        self, spec: SubscriptionSpec, connection_id: str, actor: Actor
+    ) -> tuple[int, list[str]]:
+        if self.records is not None:
+            await self.records.ready()
+        records, columns = self._check_objects(spec, actor)
+        try:
+            ack = await subscribe_records(
+                spec,
+                connection_id=connection_id,
+                gateway=self.gateway,
+                actor=actor,
+                visibility=records,
+                columns=columns,
+                **self.room_options,
+            )
+        except BaseException as exc:
+            # Rooms that took their share before one refused must not keep it.
+            rooms = [record_room_name(name) for name in spec.objects]
+            try:
+                await unsubscribe_records(
+                    rooms, connection_id=connection_id, subscription_id=spec.subscription_id
+                )
+            except Exception as cleanup:
+                logger.warning("could not undo a failed subscribe: %r", cleanup)
+            raise unwrap(exc) from None
+        return int(ack["cursor"]), list(ack["rooms"])
+
+    async def unsubscribe(
+        self, rooms: Iterable[str], connection_id: str, subscription_id: str | None
+    ) -> int:
+        return await unsubscribe_records(
+            rooms, connection_id=connection_id, subscription_id=subscription_id
+        )
+
+    # -- presence --------------------------------------------------------------------------
+
+    def _tracker(self, shard: int) -> Any:
+        handle = self._trackers.get(shard)
+        if handle is None:
+            handle = get_or_create_presence(shard, timeout_s=self.presence_timeout_s)
+            self._trackers[shard] = handle
+        return handle
+
+    async def _call(self, room: str, method: str, *args: Any) -> Any:
+        shard = presence_shard(room, self.presence_shards)
+        for attempt in (1, 2):
+            try:
+                return await getattr(self._tracker(shard), method).remote(*args)
+            except RayActorError:
+                self._trackers.pop(shard, None)
+                if attempt == 2:
+                    raise ServiceUnavailable(
+                        "the presence tracker is unavailable", details={"service": "presence"}
+                    ) from None
+            except RayTaskError as exc:
+                raise unwrap(exc) from None
+        raise AssertionError("unreachable")
+
+    async def join(
+        self, room: str, connection_id: str, actor: Actor, status: str
+    ) -> dict[str, Any]:
+        object_name, _ = parse_room(room)
+        if self.records is not None:
+            await self.records.ready()
+            self.records.permissions.engine.require(actor, object_name, "read")
+        if actor.user_id is None:
+            raise ServiceUnavailable("presence needs a user", details={"service": "presence"})
+        snapshot: dict[str, Any] = await self._call(
+            room, "join", room, connection_id, actor.user_id, self.gateway, status
+        )
+        return snapshot
+
+    async def update(self, room: str, connection_id: str, status: str) -> dict[str, Any]:
+        snapshot: dict[str, Any] = await self._call(room, "update", room, connection_id, status)
+        return snapshot
+
+    async def leave(self, room: str, connection_id: str) -> bool:
+        return bool(await self._call(room, "leave", room, connection_id))
+
+    async def heartbeat(self, rooms: Mapping[str, Iterable[str]]) -> list[str]:
+        by_shard: dict[int, set[str]] = {}
+        for connection_id, names in rooms.items():
+            for room in names:
+                by_shard.setdefault(presence_shard(room, self.presence_shards), set()).add(
+                    connection_id
+                )
+        forgotten: set[str] = set()
+        for shard, connection_ids in by_shard.items():
+            unknown = await self._tracker(shard).heartbeat.remote(sorted(connection_ids))
+            forgotten.update(unknown)
+        return sorted(forgotten)
+
+    async def disconnect_presence(self, connection_id: str, rooms: Iterable[str]) -> None:
+        shards = {presence_shard(room, self.presence_shards) for room in rooms}
+        for shard in sorted(shards):
+            await self._tracker(shard).disconnect.remote(connection_id)
+
+
+class FeedNudge:
+    """``nudge()`` for :class:`~objectos.realtime.feed.NudgeOnCommit` in REST replicas.
+
+    Tells ``feed:changes`` (:meth:`ChangeFeedActor.nudge`) to read the log now,
+    without making the request wait: the call runs in a background task of the
+    caller's loop, and writes that commit while one is in flight cause one more
+    nudge after it, not one each (nothing is returned for NudgeOnCommit to await).
+    While no feed runs it looks the actor up at most every ``lookup_s``, so a
+    hub without realtime pays nothing per write. A lost nudge only delays events:
+    the feed polls anyway.
+    """
+
+    def __init__(self, lookup_s: float = 5.0) -> None:
+        self.lookup_s = lookup_s
+        self._handle: Any = None
+        self._looked_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self._pending = False
+        self.sent = 0
+
+    def __call__(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._pending = True  # the call in flight may have been read already
+            return
+        handle = self._handle
+        if handle is None:
+            now = time.monotonic()
+            if now - self._looked_at < self.lookup_s:
+                return
+            self._looked_at = now
+            handle = self._handle = get_change_feed()
+            if handle is None:
+                return
+        self._task = asyncio.get_running_loop().create_task(self._run(handle))
+
+    async def _run(self, handle: Any) -> None:
+        while True:
+            self._pending = False
+            try:
+                await handle.nudge.remote()
+                self.sent += 1
+            except Exception as exc:  # stopped or gone: look it up again later
+                self._handle = None
+                logger.info("nudging the change feed failed: %r", exc)
+                return
+            if not self._pending:
+                return
+
+
 __all__ = [
     "ChangeFeedActor",
     "FeedChangeSource",
+    "FeedNudge",
     "PresenceActor",
     "RayGatewayDelivery",
+    "RayRealtimeBackend",
     "RoomPassivated",
     "SubscriptionRoomActor",
     "subscribe_records",
     "unsubscribe_records",
+    "unwrap",
 ]

@@ -63,6 +63,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actors.factory import get_kernel
 from actors.hooks import KernelDataHooks
 from actors.ratelimiter import RayBucketStore
+from actors.realtime import FeedNudge
 from actors.remote import RayServiceDirectory
 from deployments.replica_realtime import (
     EVENT_ROUTES,
@@ -98,6 +99,7 @@ from objectos.plugins.data import DATA_PLUGIN_ID, metadata_fingerprint
 from objectos.plugins.metrics import collect_families
 from objectos.protocol.manifest import HubManifest
 from objectos.protocol.permission import MODIFY_ALL_DATA, VIEW_SETUP
+from objectos.realtime.feed import NudgeOnCommit
 from objectos.security.directory import RoleSource, StoreRoleDirectory
 from objectos.security.guard import SecuredDataService
 from objectos.security.identity import AuthEvent
@@ -254,7 +256,8 @@ class ReplicaData:
             self._last_error, self._retry_at = error, self._clock() + self.recheck_s
             raise error from None
         self._database = create_engine(self.url)
-        engine = DataEngine(self._database, registry, hooks=self.hooks)
+        # Commits nudge the realtime change feed (when one runs) so events leave at once.
+        engine = DataEngine(self._database, registry, hooks=NudgeOnCommit(FeedNudge(), self.hooks))
         self._guard = SecuredDataService(engine, permissions, database=self._database)
         self._engine = engine
         self._fingerprint = metadata_fingerprint(registry)

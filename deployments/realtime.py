@@ -49,6 +49,7 @@ from actors import factory
 from actors.gateway import (
     DocumentAuthorizer,
     GatewaySettings,
+    HubRecordAccess,
     HubTokenIdentity,
     Identify,
     RecordAccess,
@@ -59,6 +60,7 @@ from objectos.errors import ConfigError
 from objectos.protocol._base import ProtocolModel
 from objectos.protocol.loading import validate_model
 from objectos.protocol.manifest import HubManifest, RealtimeSettings
+from objectos.realtime.permissions import HubRecordPermissions
 from objectos.realtime.yjs.protocol import Authorize
 
 TOKEN_ENV = "OBJECTOS_REALTIME_TOKEN"
@@ -190,25 +192,55 @@ def realtime_authorizer(
     return DocumentAuthorizer(identify, record_access)
 
 
+def hub_database_url(hub: Mapping[str, Any]) -> str:
+    """The hub's database URL with ``{dataDir}`` filled in (as the replicas do)."""
+    return str(hub["database"]["url"]).replace("{dataDir}", str(hub.get("dataDir") or "."))
+
+
+def record_permissions(hub: Mapping[str, Any]) -> HubRecordPermissions | None:
+    """The record permissions of a hub with metadata (None without any): the REST
+    replicas' engine, with the identity store's role directory on the hub's database."""
+    metadata = hub.get("metadata")
+    if not metadata:
+        return None
+    return HubRecordPermissions(
+        list(metadata), hub_database_url(hub), str(hub.get("dataDir") or ".")
+    )
+
+
 def ensure_gateways(
     hub: Mapping[str, Any],
     *,
     settings: GatewaySettings | None = None,
     authorize: Authorize | None = None,
+    records: HubRecordPermissions | None = None,
     timeout_s: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Make sure every alive node runs its gateway and it listens; their ``info``.
 
     Idempotent (actors are found by name). Also starts the room directory and
     forgets the advertised URLs of nodes that are gone. ``authorize`` defaults to
-    :func:`realtime_authorizer` (it must be picklable: Ray ships it to each gateway).
+    :func:`realtime_authorizer` (it must be picklable: Ray ships it to each gateway)
+    with the record-permission hook :class:`~actors.gateway.HubRecordAccess`.
+
+    A hub with metadata (``records`` defaults to :func:`record_permissions`) also
+    gets record subscriptions on ``/realtime``: the change feed actor is started
+    on the hub's database (REST replicas nudge it after each commit) and every
+    gateway gets the permissions its record rooms filter events with.
     """
     settings = settings or realtime_settings(hub)
-    authorize = authorize or realtime_authorizer(hub, settings)
+    records = records or record_permissions(hub)
+    if authorize is None:
+        record_access = (
+            HubRecordAccess(records, hub_database_url(hub)) if records is not None else None
+        )
+        authorize = realtime_authorizer(hub, settings, record_access)
     factory.get_or_create_room_directory(settings.rooms.model_dump())
+    if records is not None:
+        factory.get_or_create_change_feed(hub_database_url(hub))
     nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
     handles = [
-        factory.get_or_create_gateway(node_id, settings.model_dump(), authorize)
+        factory.get_or_create_gateway(node_id, settings.model_dump(), authorize, records)
         for node_id in nodes
     ]
     infos: list[dict[str, Any]] = ray.get(
@@ -281,7 +313,15 @@ def stop_realtime(timeout_s: float = 30.0) -> dict[str, Any]:
     directory = factory.get_room_directory()
     if directory is not None:
         ray.kill(directory, no_restart=True)
-    return {"gateways": stopped_gateways, "rooms": passivated}
+    # Record rooms, presence and the feed keep nothing durable: the change log is the truth.
+    stopped = []
+    for prefix in (factory.RECORD_ROOM_PREFIX, factory.PRESENCE_PREFIX, factory.CHANGE_FEED_NAME):
+        for name in factory.live_actors(prefix):
+            handle = factory.get_named_actor(name)
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
+                stopped.append(name)
+    return {"gateways": stopped_gateways, "rooms": passivated, "records": stopped}
 
 
 def _free_port(host: str) -> int:
@@ -312,10 +352,12 @@ __all__ = [
     "dev_token",
     "ensure_gateways",
     "gateway_endpoints",
+    "hub_database_url",
     "realtime_authorizer",
     "realtime_enabled",
     "realtime_routes",
     "realtime_section",
     "realtime_settings",
+    "record_permissions",
     "stop_realtime",
 ]

@@ -64,7 +64,7 @@ class Collector:
     def __init__(self) -> None:
         self.events = 0
 
-    def deliver(self, batch: Any) -> None:
+    def deliver_records(self, batch: Any) -> None:
         self.events += sum(1 for _ in batch.messages())
 
     def deliver_one(self, payload: dict[str, Any]) -> None:

@@ -51,7 +51,7 @@ class Collector:
     def __init__(self) -> None:
         self.batches: list[Any] = []
 
-    def deliver(self, batch: Any) -> None:
+    def deliver_records(self, batch: Any) -> None:
         self.batches.append(batch)
 
     def messages(self) -> list[tuple[str, str, dict[str, Any]]]:

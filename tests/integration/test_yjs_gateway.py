@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -671,7 +672,9 @@ async def test_hub_mode_accepts_the_hubs_own_access_tokens(tmp_path: Path) -> No
     )
     try:
         token = session.tokens.access_token
-        assert await authorize("notes", {"token": token}) == Access(read=True, write=True)
+        access = await authorize("notes", {"token": token})
+        assert (access.read, access.write) == (True, True)
+        assert access.expires_at is not None and access.expires_at > time.time()  # session end
         with pytest.raises(InvalidToken):
             await authorize("notes", {"token": token[:-4] + "AAAA"})
         with pytest.raises(Unauthenticated):

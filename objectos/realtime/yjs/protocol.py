@@ -40,6 +40,7 @@ import socketio
 
 from objectos.errors import ObjectOSError, PermissionDenied, ServiceUnavailable
 
+from ..expiry import SessionExpiry, expired_payload
 from .directory import DocumentRoomLike, RoomDirectory
 from .room import AWARENESS_UPDATE, SYNC_UPDATE
 from .update import EMPTY_UPDATE, InvalidUpdate, inspect_update
@@ -55,10 +56,15 @@ MAX_DOC_NAME_LENGTH = 512  # the width of the store's ``doc`` column
 
 @dataclass(frozen=True)
 class Access:
-    """What one connection may do with one document."""
+    """What one connection may do with one document, and until when.
+
+    ``expires_at`` (epoch seconds) is when the credential stops working: the
+    session ends then (:class:`~objectos.realtime.expiry.SessionExpiry`).
+    """
 
     read: bool
     write: bool
+    expires_at: float | None = None
 
 
 Authorize = Callable[[str, dict[str, Any] | None], Awaitable[Access]]
@@ -116,6 +122,7 @@ class YSocketIONamespace(socketio.AsyncNamespace):
         # Single flight per document: two first connections must share one room
         # subscription, or every update would be relayed twice.
         self._binding: dict[str, asyncio.Future[None]] = {}
+        self.expiry = SessionExpiry(self._end_session)
         self._events: dict[str, Callable[..., Awaitable[Any]]] = {
             "connect": self._on_connect,
             "disconnect": self._on_disconnect,
@@ -162,6 +169,7 @@ class YSocketIONamespace(socketio.AsyncNamespace):
             binding.sids.add(sid)
             await binding.room.join(sid)
             await self._start_sync(connection)
+            self.expiry.watch(namespace, sid, access.expires_at)
         except Exception as exc:
             await self._forget(sid)
             logger.warning("yjs %r: refusing %s: %r", doc_name, sid, exc)
@@ -346,10 +354,19 @@ class YSocketIONamespace(socketio.AsyncNamespace):
         skip = origin if origin in binding.sids else None
         await self.server.emit(event, payload, namespace=binding.namespace, skip_sid=skip)
 
+    async def _end_session(self, namespace: str, sid: str) -> None:
+        """The connection's token expired: say so and disconnect it."""
+        await _quietly(
+            self.server.emit(ERROR_EVENT, expired_payload(), to=sid, namespace=namespace)
+        )
+        await self.server.disconnect(sid, namespace=namespace)
+        await self._forget(sid)
+
     async def _forget(self, sid: str) -> None:
         connection = self._connections.pop(sid, None)
         if connection is None:
             return
+        self.expiry.forget(connection.namespace, sid)
         binding = connection.binding
         binding.sids.discard(sid)
         # Leave first: the room publishes the awareness removal through the
