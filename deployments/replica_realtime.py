@@ -10,7 +10,7 @@ runs (until then both answer 503 like the data routes):
 - callers authenticate like REST (bearer token or API key; ``access_token`` in the
   query for ``EventSource``, which cannot send headers);
 - each subscriber gets only the records and fields it may read, decided by
-  :class:`~objectos.realtime.visibility.PermissionVisibility` from the same
+  :class:`~objectos.realtime.permissions.RecordPermissions` from the same
   permission engine as the replica's SecuredDataService.
 
 :class:`GatewayRoutes` is what discovery adds for the Socket.IO gateways: their
@@ -37,7 +37,7 @@ from objectos.data.actor import Actor
 from objectos.data.engine import DataEngine
 from objectos.errors import InvalidToken
 from objectos.realtime.feed import NudgeOnCommit
-from objectos.realtime.visibility import PermissionVisibility
+from objectos.realtime.permissions import RecordPermissions
 from objectos.security.guard import SecuredDataService
 
 logger = logging.getLogger("objectos.http.realtime")
@@ -108,7 +108,7 @@ class ReplicaEvents:
                     sse = RealtimeSSE(
                         engine.change_log,
                         authenticate=self.authenticate,
-                        visibility=PermissionVisibility(guard.permissions),
+                        visibility=RecordPermissions(guard.permissions),
                         columns=engine.tables.columns,
                         auth_params=(TOKEN_PARAM,),
                     )

@@ -106,8 +106,10 @@ class RecordPermissions:
         return self.allows(actor, object_name, "read", record)
 
     def readable_fields(self, actor: Actor, object_name: str) -> set[str]:
-        """The fields of ``object_name`` ``actor`` may read (system fields included)."""
-        return set(self.engine.object_access(actor, object_name).readable)
+        """The fields of ``object_name`` ``actor`` may read (system fields included; none
+        without read access to the object)."""
+        access = self.engine.object_access(actor, object_name)
+        return set(access.readable) if access.allows("read") else set()
 
     # -- more --------------------------------------------------------------------------------
 

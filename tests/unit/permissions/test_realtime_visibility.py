@@ -1,15 +1,16 @@
 """Realtime visibility decides in memory exactly what REST decides in SQL.
 
 For every user of the sample CRM and every record of the seeded change log,
-:class:`PermissionVisibility` (what SSE, polling and subscription rooms use) must
-agree with the guard's SQL reads; the one documented exception fails closed:
-records reached only through their master record (``controlled_by_parent``).
+:class:`~objectos.realtime.permissions.RecordPermissions` (what SSE, polling and
+subscription rooms use) must agree with the guard's SQL reads; the one documented
+exception fails closed: records reached only through their master record
+(``controlled_by_parent``) by someone who does not reach every master record.
 """
 
 from __future__ import annotations
 
 from objectos.errors import PermissionDenied
-from objectos.realtime.visibility import PermissionVisibility
+from objectos.realtime.permissions import RecordPermissions
 
 from .conftest import RECORDS, USERS, Hub
 
@@ -25,7 +26,7 @@ async def sql_readable(crm: Hub, user: str, object_name: str) -> tuple[set[str],
 
 
 async def test_in_memory_decisions_match_rest_for_every_user_and_record(crm: Hub) -> None:
-    visibility = PermissionVisibility(crm.permissions)
+    visibility = RecordPermissions(crm.permissions)
     page = await crm.data.change_log.since(0, limit=1000)
     entries = {(e.object, e.record_id): e for e in page.changes}
     assert len(entries) == sum(len(records) for records in RECORDS.values())
@@ -51,7 +52,7 @@ async def test_in_memory_decisions_match_rest_for_every_user_and_record(crm: Hub
 
 
 async def test_field_security_and_rls_in_memory(crm: Hub) -> None:
-    visibility = PermissionVisibility(crm.permissions)
+    visibility = RecordPermissions(crm.permissions)
     # Sales reps never see an account's annual revenue; the CEO does.
     assert "annual_revenue" not in visibility.readable_fields(crm.as_("eve"), "account")
     assert "annual_revenue" in visibility.readable_fields(crm.as_("carol"), "account")
