@@ -132,12 +132,15 @@ def yjs_doc_of(actor_name: str) -> str | None:
     return actor_name[len(prefix) :] if actor_name.startswith(prefix) else None
 
 
-def gateway_actor_name(node_id: str) -> str:
-    return f"{GATEWAY_PREFIX}{node_id}"
+def gateway_actor_name(node_id: str, index: int = 0) -> str:
+    """``gateway:<node>`` for a node's first gateway, ``gateway:<node>:<index>`` for more."""
+    return f"{GATEWAY_PREFIX}{node_id}" if index == 0 else f"{GATEWAY_PREFIX}{node_id}:{index}"
 
 
 def node_id_of_gateway(actor_name: str) -> str | None:
-    return actor_name[len(GATEWAY_PREFIX) :] if actor_name.startswith(GATEWAY_PREFIX) else None
+    if not actor_name.startswith(GATEWAY_PREFIX):
+        return None
+    return actor_name[len(GATEWAY_PREFIX) :].split(":")[0]
 
 
 def get_or_create_yjs_room(doc_name: str, settings: dict[str, Any]) -> Any:
@@ -210,7 +213,11 @@ def get_room_directory() -> Any | None:
 
 
 def get_or_create_gateway(
-    node_id: str, settings: dict[str, Any], authorize: Any = None, records: Any = None
+    node_id: str,
+    settings: dict[str, Any],
+    authorize: Any = None,
+    records: Any = None,
+    index: int = 0,
 ) -> Any:
     """The Socket.IO gateway of one node: detached, pinned to that node, restarted by Ray.
 
@@ -224,7 +231,7 @@ def get_or_create_gateway(
     return (
         ray.remote(GatewayActor)
         .options(
-            name=gateway_actor_name(node_id),
+            name=gateway_actor_name(node_id, index),
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
@@ -233,7 +240,7 @@ def get_or_create_gateway(
             max_concurrency=1000,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         )
-        .remote(node_id, settings, authorize, records)
+        .remote(node_id, settings, authorize, records, index)
     )
 
 

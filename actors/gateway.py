@@ -82,6 +82,9 @@ class GatewaySettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Address the gateway binds on its node.")
     port: int = Field(8001, ge=1, le=65535, description="Port the gateway binds on its node.")
+    per_node: int = Field(
+        1, ge=1, le=32, description="Gateways per node, on ports port .. port + per_node - 1."
+    )
     advertise_url: str | None = Field(
         None,
         description="URL clients use (discovery); default http://<host or node IP>:<port>.",
@@ -446,15 +449,20 @@ class GatewayActor:
         settings: dict[str, Any],
         authorize: Authorize | None = None,
         records: HubRecordPermissions | None = None,
+        index: int = 0,
     ) -> None:
         """``authorize`` defaults to dev mode with ``settings.dev_token`` (required then).
+
+        ``index``: which of the node's ``per_node`` gateways this is; it listens on
+        ``settings.port + index``.
 
         ``records``: the hub's record permissions, for ``/realtime`` subscriptions
         (without them subscribing is refused; presence still works).
         """
         self.node_id = node_id
-        self.name = factory.gateway_actor_name(node_id)
+        self.name = factory.gateway_actor_name(node_id, index)
         self.settings = GatewaySettings.model_validate(settings)
+        self.port = self.settings.port + index
         set_process_niceness(self.settings.niceness)
         self.started_at = time.time()
         if authorize is None:
@@ -516,7 +524,7 @@ class GatewayActor:
             host = ray.util.get_node_ip_address()
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.settings.port}"
+        return f"http://{host}:{self.port}"
 
     async def ready(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Wait until the gateway accepts connections; its :meth:`info`.
@@ -529,13 +537,13 @@ class GatewayActor:
                 failure = self._failure or RuntimeError("the server stopped")
                 raise ServiceUnavailable(
                     f"gateway {self.name} cannot listen on "
-                    f"{self.settings.host}:{self.settings.port}: {failure}",
-                    details={"host": self.settings.host, "port": self.settings.port},
+                    f"{self.settings.host}:{self.port}: {failure}",
+                    details={"host": self.settings.host, "port": self.port},
                 )
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(
                     f"gateway {self.name} did not start within {timeout_s}s",
-                    details={"host": self.settings.host, "port": self.settings.port},
+                    details={"host": self.settings.host, "port": self.port},
                 )
             await asyncio.sleep(0.02)
         return self.info()
@@ -547,7 +555,7 @@ class GatewayActor:
             "url": self.url,
             "pid": os.getpid(),
             "host": self.settings.host,
-            "port": self.settings.port,
+            "port": self.port,
             "socketioPath": f"/{SOCKETIO_PATH}",
             "startedAt": self.started_at,
         }
@@ -615,7 +623,7 @@ class GatewayActor:
             sock = socket.socket(family, socket.SOCK_STREAM)
             # A restarted gateway must get its port back while old connections linger.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.settings.host, self.settings.port))
+            sock.bind((self.settings.host, self.port))
         except OSError as exc:
             self._failure = exc
             logger.error("gateway %s: cannot listen: %s", self.name, exc)

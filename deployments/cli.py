@@ -300,10 +300,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {host}:{port} is already in use (choose --port)", file=sys.stderr)
         return EXIT_BAD_INPUT
     realtime = hub.realtime
-    busy = realtime.enabled and realtime.port and not _port_free(realtime.host, realtime.port)
+    busy = [
+        realtime.port + index
+        for index in range(realtime.gatewaysPerNode)
+        if realtime.enabled
+        and realtime.port
+        and not _port_free(realtime.host, realtime.port + index)
+    ]
     if busy and not reusing:
         print(
-            f"error: realtime.port {realtime.host}:{realtime.port} is already in use "
+            f"error: realtime.port {realtime.host}:{busy[0]} is already in use "
             "(set realtime.port in the manifest, or realtime.enabled: false)",
             file=sys.stderr,
         )

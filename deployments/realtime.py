@@ -6,7 +6,8 @@ Called by ``objectos up`` / the Serve builder after the kernel is up::
     realtime_routes()                          # {"realtime": url, "yjs": url + "/yjs|{document}"}
     stop_realtime()                            # `objectos down`: gateways, then rooms
 
-Each gateway publishes its URL in Ray's GCS key-value store (``realtime:gateway:<node>``),
+Each gateway publishes its URL in Ray's GCS key-value store (``realtime:gateway:<node>``,
+``realtime:gateway:<node>:<index>`` for a node's further gateways),
 so any process -- an HTTP replica building the discovery document -- reads the URLs
 without an actor call.
 
@@ -22,6 +23,7 @@ token or an API key; in *dev mode* (``auth: dev``) the shared realtime token:
       enabled: true            # false: `objectos up` / build_app start no gateway
       host: 127.0.0.1          # where each node's gateway binds (0.0.0.0 = all interfaces)
       port: 8001               # the same port on every node; 0 = a free port (one node only)
+      gatewaysPerNode: 1       # gateway processes per node, on port .. port+n-1
       advertiseUrl: null       # URL clients should use, if not http://<host or node IP>:<port>
       corsAllowedOrigins: "*"
       auth: hub                # hub | dev
@@ -36,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import socket
 from collections.abc import Mapping
@@ -73,6 +76,7 @@ KV_PREFIX = "realtime:gateway:"
 _GATEWAY_KEYS = {
     "host": "host",
     "port": "port",
+    "gatewaysPerNode": "per_node",
     "advertiseUrl": "advertise_url",
     "corsAllowedOrigins": "cors_allowed_origins",
     "wsCompression": "ws_compression",
@@ -139,7 +143,7 @@ def realtime_settings(hub: HubManifest | Mapping[str, Any], **overrides: Any) ->
     rooms.update(overrides.pop("rooms", None) or {})
     values.update(overrides)
     if values.get("port") == 0:
-        values["port"] = _free_port(values.get("host", "127.0.0.1"))
+        values["port"] = _free_ports(values.get("host", "127.0.0.1"), values.get("per_node", 1))
     if values.get("auth") == "dev":
         if not values.get("dev_token"):
             values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(_as_mapping(hub))
@@ -240,17 +244,18 @@ def ensure_gateways(
         factory.get_or_create_change_feed(hub_database_url(hub))
     nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
     handles = [
-        factory.get_or_create_gateway(node_id, settings.model_dump(), authorize, records)
+        factory.get_or_create_gateway(node_id, settings.model_dump(), authorize, records, index)
         for node_id in nodes
+        for index in range(settings.per_node)
     ]
     infos: list[dict[str, Any]] = ray.get(
         [handle.ready.remote(timeout_s) for handle in handles], timeout=timeout_s + 10
     )
     for info in infos:
-        _kv_put(f"{KV_PREFIX}{info['node']}", json.dumps(info).encode())
-    alive = set(nodes)
+        _kv_put(_kv_key(info["name"]), json.dumps(info).encode())
+    current = {_kv_key(info["name"]) for info in infos}
     for key in _kv_keys():
-        if key[len(KV_PREFIX) :] not in alive:
+        if key not in current:  # a node that is gone, or fewer gateways per node now
             _kv_del(key)
     return infos
 
@@ -271,14 +276,16 @@ def realtime_routes(node_id: str | None = None) -> dict[str, str]:
     ``realtime`` is the Socket.IO base URL (a ``socket.io-client`` / y-socket.io
     ``url``); ``yjs`` the namespace template of a collaborative document. The gateway
     on ``node_id`` (default: this process's node) is preferred: any gateway reaches
-    every room, the local one saves a hop.
+    every room, the local one saves a hop. With several gateways on that node
+    (``gatewaysPerNode``) one is picked at random, which spreads clients over them.
     """
     endpoints = gateway_endpoints()
     if not endpoints:
         return {}
     if node_id is None and ray.is_initialized():
         node_id = ray.get_runtime_context().get_node_id()
-    chosen = next((e for e in endpoints if e.get("node") == node_id), endpoints[0])
+    local = [e for e in endpoints if e.get("node") == node_id]
+    chosen = random.choice(local or endpoints)
     url = str(chosen["url"])
     return {"realtime": url, "yjs": f"{url}/yjs|{{document}}"}
 
@@ -329,6 +336,30 @@ def _free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _free_ports(host: str, count: int) -> int:
+    """The first of ``count`` consecutive free ports (one gateway per port)."""
+    for _ in range(100):
+        first = _free_port(host)
+        if first + count - 1 <= 65535 and all(_port_free(host, first + i) for i in range(1, count)):
+            return first
+    raise ConfigError(f"no {count} consecutive free ports on {host}")
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _kv_key(gateway_name: str) -> str:
+    """``realtime:gateway:<node>[:<index>]`` for the gateway actor ``gateway:<node>[:<index>]``."""
+    return KV_PREFIX + gateway_name[len(factory.GATEWAY_PREFIX) :]
 
 
 def _kv_keys() -> list[str]:

@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import semantic_version
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from objectos.protocol._base import ProtocolModel
 from objectos.protocol.auth import AuthSettings
@@ -330,6 +330,13 @@ class RealtimeSettings(ProtocolModel):
         le=65535,
         description="Port of the gateway, the same on every node; 0 picks a free one (one node).",
     )
+    gatewaysPerNode: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Gateway processes per node, on ports port .. port+n-1 (python-socketio "
+        "uses one core each; discovery spreads clients over a node's gateways).",
+    )
     advertiseUrl: str | None = Field(
         None, description="URL clients should use, if not http://<host or node IP>:<port>."
     )
@@ -360,6 +367,14 @@ class RealtimeSettings(ProtocolModel):
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _one_url_per_gateway(self) -> RealtimeSettings:
+        if self.advertiseUrl is not None and self.gatewaysPerNode > 1:
+            raise ValueError(
+                "advertiseUrl names one URL: it cannot be combined with gatewaysPerNode > 1"
+            )
+        return self
 
 
 class HubManifest(ProtocolModel):

@@ -122,10 +122,11 @@ async def eventually(probe: Any, within_s: float = SLOW_S) -> Any:
 
 
 class Hub:
-    def __init__(self, url: str, serve_url: str, gateway: dict[str, Any], hub: dict[str, Any]):
-        self.url = url
+    def __init__(self, serve_url: str, gateways: list[dict[str, Any]], hub: dict[str, Any]) -> None:
+        self.gateway = gateways[0]  # the node's first gateway; the second listens next to it
+        self.gateways = gateways
+        self.url = self.gateway["url"]
         self.serve_url = serve_url
-        self.gateway = gateway
         self.hub = hub
         self._apis: dict[str, httpx.Client] = {}
         self._tokens: dict[str, str] = {}
@@ -141,8 +142,8 @@ class Hub:
             self._tokens[user] = sign_in(self.serve_url, user)
         return self._tokens[user]
 
-    async def client(self, user: str, **options: Any) -> Client:
-        client = await Client(self.url, self.token(user), **options).connect()
+    async def client(self, user: str, *, url: str | None = None, **options: Any) -> Client:
+        client = await Client(url or self.url, self.token(user), **options).connect()
         self._clients.append(client)
         return client
 
@@ -194,10 +195,10 @@ def realtime_hub(
             timeout=60,
         )
         settings = realtime_settings(
-            serve_hub, port=0, presence_timeout_s=6.0, record_room_idle_s=60.0
+            serve_hub, port=0, per_node=2, presence_timeout_s=6.0, record_room_idle_s=60.0
         )
-        (gateway,) = ensure_gateways(serve_hub, settings=settings)
-        yield Hub(gateway["url"], serve_url, gateway, serve_hub)
+        gateways = sorted(ensure_gateways(serve_hub, settings=settings), key=lambda g: g["port"])
+        yield Hub(serve_url, gateways, serve_hub)
     finally:
         stop_realtime()
         with contextlib.suppress(Exception):
@@ -464,6 +465,34 @@ async def test_presence_counts_a_user_with_two_tabs_once(
     await eventually(lambda: listed(other) == [(users["west_rep"], "busy")])
     left = await other.call("presence:leave", {"room": room})
     assert left == {"ok": True, "room": room, "left": True}
+
+
+async def test_clients_of_two_gateways_share_events_and_presence(
+    hub: Hub, crm_users: dict[str, str]
+) -> None:
+    first, second = hub.gateways  # gatewaysPerNode: 2, ports port and port + 1
+    assert second["port"] == first["port"] + 1 and second["name"] != first["name"]
+    room = f"account/{uuid.uuid4().hex[:12]}"
+    here = await hub.client("east_rep", url=first["url"])
+    there = await hub.client("admin", url=second["url"])
+    for client in (here, there):
+        await client.subscribe("accounts", ["account"], events=["record.created"])
+        ack = await client.call("presence:join", {"room": room, "status": "online"})
+        assert ack["ok"], ack
+
+    account = hub.create("admin", "account", {"name": unique("Shared")})
+    for client in (here, there):
+        await eventually(lambda client=client: client.summary(account["id"]))
+        assert client.summary(account["id"]) == [("record.created", "account", "")]
+
+    def listed(client: Client) -> list[str] | None:
+        mine = [p for p in client.presence if p["room"] == room]
+        return sorted(u["userId"] for u in mine[-1]["users"]) if mine else None
+
+    both = sorted([crm_users["east_rep"], crm_users["admin"]])
+    await eventually(lambda: listed(here) == both)  # the join of the other gateway's client
+    await there.close()
+    await eventually(lambda: listed(here) == [crm_users["east_rep"]])
 
 
 # ---------------------------------------------------------------------- sessions end
