@@ -59,7 +59,7 @@ from actors.gateway import (
     SharedTokenIdentity,
 )
 from actors.room import RoomSettings
-from objectos.errors import ConfigError
+from objectos.errors import ConfigError, FieldError, ManifestError
 from objectos.protocol._base import ProtocolModel
 from objectos.protocol.loading import validate_model
 from objectos.protocol.manifest import HubManifest, RealtimeSettings
@@ -111,7 +111,19 @@ def realtime_section(hub: HubManifest | Mapping[str, Any]) -> RealtimeSettings:
     raw = hub.get("realtime")
     if isinstance(raw, RealtimeSettings):
         return raw
-    return validate_model(HubRealtime, {"realtime": raw or {}}, source="hub manifest").realtime
+    try:
+        return validate_model(HubRealtime, {"realtime": raw or {}}, source="hub").realtime
+    except ManifestError as exc:
+        first = exc.field_errors[0]
+        key = first.field.removeprefix("hub ").strip()  # "realtime.rooms.maxRooms"
+        raise ManifestError(
+            f"invalid realtime settings: {key}: {first.message}",
+            details={"key": key, "reason": first.message},
+            field_errors=[
+                FieldError(fe.field.removeprefix("hub "), fe.code, fe.message)
+                for fe in exc.field_errors
+            ],
+        ) from None
 
 
 class HubRealtime(ProtocolModel):

@@ -61,7 +61,9 @@ def test_a_dumped_manifest_with_a_bad_section_names_the_key() -> None:
     hub = {"database": {"url": "sqlite+aiosqlite:///x.db"}, "realtime": {"rooms": {"maxRoom": 3}}}
     with pytest.raises(ConfigError) as caught:
         realtime_settings(hub)
-    assert caught.value.field_errors[0].field.endswith("realtime.rooms.maxRoom")
+    assert caught.value.details["key"] == "realtime.rooms.maxRoom"
+    assert caught.value.field_errors[0].field == "realtime.rooms.maxRoom"
+    assert caught.value.message == "invalid realtime settings: realtime.rooms.maxRoom: unknown key"
 
 
 def test_defaults_match_the_gateway_and_room_settings() -> None:
