@@ -51,6 +51,7 @@ from actors.factory import (
     presence_shard,
     record_room_name,
 )
+from actors.process import set_process_niceness
 from objectos.data.actor import Actor
 from objectos.data.changelog import ChangeEntry, ChangeLog, ChangePage
 from objectos.data.filter import ColumnInfo
@@ -121,6 +122,13 @@ class FeedChangeSource:
         return latest
 
 
+#: Scheduling niceness of the record rooms, presence shards and change feed. Ray starts
+#: worker processes at 15, below anything else on the machine; these sit on the path
+#: from commit to subscriber, so they run at the default priority like the gateways
+#: and document rooms (``actors.room.set_process_niceness``). None keeps Ray's.
+REALTIME_NICENESS: int | None = 0
+
+
 def _feed_handle() -> Any:
     feed = get_change_feed()
     if feed is None:
@@ -140,9 +148,12 @@ class SubscriptionRoomActor:
         idle_s: float = 30.0,
         attach_interval_s: float = 5.0,
         page_size: int = 500,
+        niceness: int | None = REALTIME_NICENESS,
     ) -> None:
         """``visibility``: the permission engine (pickled into this actor); ``columns``:
-        ``DataEngine.tables.columns(object_name)`` for typed, checked filters."""
+        ``DataEngine.tables.columns(object_name)`` for typed, checked filters;
+        ``niceness``: see :data:`REALTIME_NICENESS`."""
+        set_process_niceness(niceness)
         self.object_name = object_name
         self.name = record_room_name(object_name)
         self._visibility = visibility
@@ -272,9 +283,15 @@ class PresenceActor:
     """One presence shard (``presence:<shard>``)."""
 
     def __init__(
-        self, shard: int, *, timeout_s: float = 30.0, sweep_interval_s: float | None = None
+        self,
+        shard: int,
+        *,
+        timeout_s: float = 30.0,
+        sweep_interval_s: float | None = None,
+        niceness: int | None = REALTIME_NICENESS,
     ) -> None:
         """Connections silent for ``timeout_s`` go offline; swept every ``sweep_interval_s``."""
+        set_process_niceness(niceness)
         self.shard = shard
         self.name = presence_actor_name(shard)
         self._tracker = PresenceTracker(RayGatewayDelivery(), timeout_s=timeout_s)
@@ -349,12 +366,14 @@ class ChangeFeedActor:
         idle_max_s: float = 2.0,
         max_attempts: int = 5,
         ready_timeout_s: float = 30.0,
+        niceness: int | None = REALTIME_NICENESS,
     ) -> None:
         """Polls from 50 ms up to ``idle_max_s`` while idle; :meth:`nudge` looks at once.
 
         ``ready_timeout_s``: how long a registration waits for the change log to
         become readable (the data engine creates it) before ServiceUnavailable.
         """
+        set_process_niceness(niceness)
         # Imported here: only the feed talks to the database, rooms do not load SQL drivers.
         from objectos.data.schema import ObjectTables, create_engine
         from objectos.metadata.registry import MetadataRegistry
