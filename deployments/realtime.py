@@ -6,6 +6,12 @@ Called by ``objectos up`` / the Serve builder after the kernel is up::
     realtime_routes()                          # {"realtime": url, "yjs": url + "/yjs|{document}"}
     stop_realtime()                            # `objectos down`: gateways, then rooms
 
+A hub with metadata also gets record subscriptions and presence on ``/realtime``:
+``ensure_gateways`` starts the change feed actor (``feed:changes``) on the hub's
+database -- the REST replicas nudge it after each commit -- and gives every gateway
+the hub's record permissions (:func:`record_permissions`), which its record rooms
+filter events with. ``stop_realtime`` stops those actors too.
+
 Each gateway publishes its URL in Ray's GCS key-value store (``realtime:gateway:<node>``,
 ``realtime:gateway:<node>:<index>`` for a node's further gateways),
 so any process -- an HTTP replica building the discovery document -- reads the URLs
