@@ -679,3 +679,52 @@ async def test_write_to_event_latency(hub: Hub) -> None:
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
     print(f"\nwrite -> event after the REST response: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     assert [e["record"]["description"] for e in client.events] == [str(n) for n in range(writes)]
+
+
+async def test_clients_on_two_gateways_see_the_same_events_and_presence(hub: Hub) -> None:
+    """A second gateway actor (another port; on a cluster, another node) fans out too."""
+    import ray
+
+    from actors.gateway import GatewayActor, HubRecordAccess
+    from deployments.realtime import (
+        hub_database_url,
+        realtime_authorizer,
+        realtime_settings,
+        record_permissions,
+    )
+
+    settings = realtime_settings(hub.hub, port=0, presence_timeout_s=6.0)
+    records = record_permissions(hub.hub)
+    assert records is not None
+    authorize = realtime_authorizer(
+        hub.hub, settings, HubRecordAccess(records, hub_database_url(hub.hub))
+    )
+    second = (
+        ray.remote(GatewayActor)
+        .options(name="gateway:second", namespace="objectos", num_cpus=0, max_concurrency=1000)
+        .remote("second", settings.model_dump(), authorize, records)
+    )
+    try:
+        info = await second.ready.remote(SLOW_S)
+        account = hub.create("admin", "account", {"name": unique("Fan-out")})
+        here = await hub.client("east_rep")
+        there = await Client(info["url"], hub.token("west_rep")).connect()
+        try:
+            for client in (here, there):
+                await client.subscribe("f", ["account"], filter={"id": account["id"]})
+            room = f"account/{account['id']}"
+            await here.call("presence:join", {"room": room})
+            joined = await there.call("presence:join", {"room": room})
+            assert len(joined["presence"]["users"]) == 2
+            hub.update("admin", "account", account["id"], {"description": "to both"})
+            for client in (here, there):
+                await eventually(lambda client=client: client.events)
+                assert client.events[-1]["record"]["description"] == "to both"
+            await here.close()  # its presence leaves; the other gateway's client hears it
+            await eventually(lambda: there.presence and len(there.presence[-1]["users"]) == 1)
+        finally:
+            await there.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await second.shutdown.remote()
+        ray.kill(second, no_restart=True)
