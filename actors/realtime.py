@@ -55,7 +55,7 @@ from actors.process import set_process_niceness
 from objectos.data.actor import Actor
 from objectos.data.changelog import ChangeEntry, ChangeLog, ChangePage
 from objectos.data.filter import ColumnInfo
-from objectos.errors import ServiceUnavailable
+from objectos.errors import ServiceUnavailable, Unauthenticated
 from objectos.realtime.feed import Backoff, ChangeFeed, Registration, TargetGone
 from objectos.realtime.permissions import HubRecordPermissions
 from objectos.realtime.presence import PresenceTracker, parse_room
@@ -653,7 +653,7 @@ class RayRealtimeBackend:
             await self.records.ready()
             self.records.permissions.engine.require(actor, object_name, "read")
         if actor.user_id is None:
-            raise ServiceUnavailable("presence needs a user", details={"service": "presence"})
+            raise Unauthenticated("presence needs a signed-in user")
         snapshot: dict[str, Any] = await self._call(
             room, "join", room, connection_id, actor.user_id, self.gateway, status
         )
