@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,6 +197,18 @@ def hold(urls: list[str], token: str, pids: list[int], clients: int) -> dict[str
     }
 
 
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-key medians of numeric results over rounds (counts summed: delivered, expected)."""
+    out: dict[str, Any] = dict(rounds[0])
+    for key, value in rounds[0].items():
+        if key in ("delivered", "expected", "writeErrorCount"):
+            out[key] = sum(r[key] for r in rounds)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in rounds)
+    out["rounds"] = len(rounds)
+    return out
+
+
 def report(name: str, result: dict[str, Any], baseline: dict[str, Any], keys: list[str]) -> str:
     parts = [f"{name:28s}"]
     for key in keys:
@@ -212,6 +225,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--hold", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=1, help="fan-out rounds per side")
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--skip-hold", action="store_true")
     parser.add_argument("--json", type=Path)
@@ -229,8 +243,12 @@ def main() -> None:
 
     with baseline_server() as (url, token, pid):
         if not opts.skip_fanout:
-            results["baseline_fanout"] = fanout([url], token, f"{url}/api/v1/data/{OBJECT}", opts)
-            print("baseline fan-out", json.dumps(results["baseline_fanout"]), flush=True)
+            rounds = [
+                fanout([url], token, f"{url}/api/v1/data/{OBJECT}", opts)
+                for _ in range(opts.repeat)
+            ]
+            results["baseline_fanout"] = medians(rounds)
+            print("baseline fan-out", json.dumps(rounds), flush=True)
         if not opts.skip_hold:
             results["baseline_hold"] = hold([url], token, [pid], opts.hold)
             print("baseline hold", json.dumps(results["baseline_hold"]), flush=True)
@@ -240,8 +258,9 @@ def main() -> None:
         pids = [int(g["pid"]) for g in running["gateways"]]
         if not opts.skip_fanout:
             write_url = f"{running['url']}/api/v1/data/{OBJECT}"
-            results["hub_fanout"] = fanout(urls, running["token"], write_url, opts)
-            print("hub fan-out", json.dumps(results["hub_fanout"]), flush=True)
+            rounds = [fanout(urls, running["token"], write_url, opts) for _ in range(opts.repeat)]
+            results["hub_fanout"] = medians(rounds)
+            print("hub fan-out", json.dumps(rounds), flush=True)
         if not opts.skip_hold:
             results["hub_hold"] = hold(urls, running["token"], pids, opts.hold)
             print("hub hold", json.dumps(results["hub_hold"]), flush=True)

@@ -57,6 +57,7 @@ from objectos.realtime.subscriptions import (
     MAX_ID_LENGTH,
     SOCKET_EVENT,
     EventBatch,
+    RecordEvent,
     SubscriptionSpec,
 )
 
@@ -198,7 +199,9 @@ class RealtimeNamespace(socketio.AsyncNamespace):
         self._sessions: dict[str, _Session] = {}
         self.expiry = SessionExpiry(self._end_session)
         self._heartbeats: asyncio.Task[None] | None = None
-        self.stats = {"events": 0, "presence": 0, "refused": 0, "unknown": 0}
+        # events: record events received by connections; packets: encoded and sent
+        # (connections that get the same event share one packet).
+        self.stats = {"events": 0, "packets": 0, "presence": 0, "refused": 0, "unknown": 0}
         self._handlers: dict[str, Callable[[_Session, Any], Awaitable[dict[str, Any]]]] = {
             SUBSCRIBE: self._subscribe,
             UNSUBSCRIBE: self._unsubscribe,
@@ -400,8 +403,12 @@ class RealtimeNamespace(socketio.AsyncNamespace):
         """Emit a room's or tracker's batch to its sockets here; return unknown connections.
 
         Record events of subscriptions a connection no longer holds (unsubscribed
-        while the batch was in flight) are dropped.
+        while the batch was in flight) are dropped. Connections that get exactly
+        the same events (same subscription id, same visible record) share one
+        encoded packet per event, as a broadcast to a room would.
         """
+        if isinstance(batch, EventBatch):
+            return await self._deliver_events(batch)
         unknown: list[str] = []
         for connection_id, event, payload in batch.messages():
             session = self._sessions.get(connection_id)
@@ -420,6 +427,37 @@ class RealtimeNamespace(socketio.AsyncNamespace):
         self.stats["unknown"] += len(unknown)
         return sorted(set(unknown))
 
+    async def _deliver_events(self, batch: EventBatch) -> list[str]:
+        unknown: list[str] = []
+        # Connections whose event sequence is identical, in order of first appearance.
+        groups: dict[tuple[Any, ...], tuple[list[RecordEvent], list[str]]] = {}
+        for delivery in batch.deliveries:
+            session = self._sessions.get(delivery.connection_id)
+            if session is None:
+                unknown.append(delivery.connection_id)
+                continue
+            events = [
+                e
+                for e in delivery.events
+                if e.subscription_id in session.subscriptions
+                or e.subscription_id in session.pending
+            ]
+            if not events:
+                continue
+            key = tuple(_identity(e) for e in events)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = (events, [delivery.connection_id])
+            else:
+                group[1].append(delivery.connection_id)
+        for events, connections in groups.values():
+            for event in events:
+                self.stats["events"] += len(connections)
+                self.stats["packets"] += 1
+                await self.emit(SOCKET_EVENT, event.to_dict(), to=connections)
+        self.stats["unknown"] += len(unknown)
+        return sorted(set(unknown))
+
     async def close(self) -> None:
         """Stop heartbeats and expiry timers."""
         await self.expiry.close()
@@ -427,6 +465,20 @@ class RealtimeNamespace(socketio.AsyncNamespace):
             self._heartbeats.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._heartbeats
+
+
+def _identity(event: RecordEvent) -> tuple[Any, ...]:
+    """What makes two events the same message. Subscribers who see the same fields share
+    the record dict (``SubscriptionRoom`` builds one view per readable-field set, and
+    pickling keeps the sharing), so its identity stands for its content."""
+    return (
+        event.subscription_id,
+        event.event_name,
+        event.cursor,
+        event.record_id,
+        event.changed_fields,
+        id(event.record),
+    )
 
 
 __all__ = [

@@ -161,6 +161,28 @@ async def test_events_follow_permissions_and_unsubscribe_stops_them(server: Serv
         assert len(eve.events) == 1  # nothing after the unsubscribe
 
 
+async def test_connections_that_see_the_same_event_share_one_packet(server: Server) -> None:
+    async with (
+        server.client("eve") as tab1,
+        server.client("eve") as tab2,
+        server.client("carol") as carol,
+    ):
+        for client in (tab1, tab2, carol):
+            ack = await client.call("subscribe", {"subscriptionId": "a", "objects": ["account"]})
+            assert ack["ok"], ack
+        before = dict(server.namespace.stats)
+        account = await server.data.insert(
+            "account", {"name": "Acme", "owner": "eve", "annual_revenue": 10}, actor=SEED
+        )
+        await server.data.update("account", account["id"], {"name": "Acme 2"}, actor=SEED)
+        await until(lambda: all(len(c.events) == 2 for c in (tab1, tab2, carol)))
+        assert tab1.events == tab2.events
+        assert "annual_revenue" in carol.events[0]["record"]  # the CEO's own packet
+        assert "annual_revenue" not in tab1.events[0]["record"]
+        assert server.namespace.stats["events"] - before["events"] == 6
+        assert server.namespace.stats["packets"] - before["packets"] == 4
+
+
 async def test_bad_requests_are_answered_and_the_connection_survives(server: Server) -> None:
     async with server.client("eve") as eve:
         bad = await eve.call("subscribe", {"subscriptionId": "x", "objects": ["account"], "x": 1})
