@@ -7,7 +7,9 @@ Both sides face the same load generator (``loadgen.mjs``: stock ``socket.io-clie
 sockets over WebSocket, in one Node process) and the same record bodies:
 
 (a) **write -> event latency**: ``--clients`` sockets subscribe to ``record.created``
-    of ``case``; ``--writes`` cases are created over HTTP at ``--rate`` per second.
+    of ``case`` (all with one ``subscriptionId``, as one app's clients would, or one
+    each with ``--subscription-ids perClient``: then every socket's packet is encoded
+    on its own); ``--writes`` cases are created over HTTP at ``--rate`` per second.
     Every socket times every event from the moment the load generator sent the
     write that caused it (one clock). The hub: REST on Serve (HAProxy, 2 replicas,
     SQLite) commits, the change feed actor reads the log, the record room actor
@@ -163,6 +165,7 @@ def fanout(urls: list[str], token: str, write_url: str, opts: argparse.Namespace
             "writes": opts.writes,
             "rate": opts.rate,
             "extra": EXTRA,
+            "subscriptionIds": opts.subscription_ids,
         }
     )
 
@@ -226,6 +229,12 @@ def main() -> None:
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--hold", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=1, help="fan-out rounds per side")
+    parser.add_argument(
+        "--subscription-ids",
+        choices=["shared", "perClient"],
+        default="shared",
+        help="one subscriptionId for every client (as one app would), or one each",
+    )
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--skip-hold", action="store_true")
     parser.add_argument("--json", type=Path)

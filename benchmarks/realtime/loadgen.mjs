@@ -14,7 +14,8 @@
 //
 // Config keys: mode, urls[], clients, token, object, writeUrl, writeToken, writes, rate,
 // inflight, holdS, connectBatch, connectTimeoutS, subscribe (false: connect only),
-// extra (more fields of every written record; the marker goes in `subject`).
+// extra (more fields of every written record; the marker goes in `subject`),
+// subscriptionIds ("shared": default, one id for all; "perClient": one each).
 
 import { io } from "socket.io-client";
 import { performance } from "node:perf_hooks";
@@ -59,7 +60,8 @@ function connectOne(index, sentAt, latencies) {
         return;
       }
       const spec = {
-        subscriptionId: `bench-${index}`,
+        // One id for every client, as an app's code would choose it ("perClient": one each).
+        subscriptionId: cfg.subscriptionIds === "perClient" ? `bench-${index}` : "bench",
         objects: [cfg.object],
         events: ["record.created"],
         filter: {},
