@@ -316,6 +316,11 @@ class HubRecordAccess:
             record.field,
         )
 
+    async def read(self, object_name: str, record_id: str) -> dict[str, Any] | None:
+        """The record as stored (read as the system), or None if there is none."""
+        await self.records.ready()
+        return await self._read(object_name, record_id)
+
     async def _read(self, object_name: str, record_id: str) -> dict[str, Any] | None:
         if self._data is None:
             # Imported here: only hub-mode gateways with record documents read data.
@@ -497,6 +502,8 @@ class GatewayActor:
             RayRealtimeBackend(
                 self.name,
                 records,
+                # Presence in "<object>/<id>" needs read access to that record.
+                read_record=getattr(getattr(authorize, "record_access", None), "read", None),
                 presence_shards=self.settings.presence_shards,
                 presence_timeout_s=self.settings.presence_timeout_s,
                 room_options={"idle_s": self.settings.record_room_idle_s},

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ray
@@ -55,7 +55,7 @@ from actors.process import set_process_niceness
 from objectos.data.actor import Actor
 from objectos.data.changelog import ChangeEntry, ChangeLog, ChangePage
 from objectos.data.filter import ColumnInfo
-from objectos.errors import ServiceUnavailable, Unauthenticated
+from objectos.errors import RecordNotFound, ServiceUnavailable, Unauthenticated
 from objectos.realtime.feed import Backoff, ChangeFeed, Registration, TargetGone
 from objectos.realtime.permissions import HubRecordPermissions
 from objectos.realtime.presence import PresenceTracker, parse_room
@@ -558,12 +558,16 @@ class RayRealtimeBackend:
         gateway: str,
         records: HubRecordPermissions | None,
         *,
+        read_record: Callable[[str, str], Awaitable[Mapping[str, Any] | None]] | None = None,
         presence_shards: int = 1,
         presence_timeout_s: float = 30.0,
         room_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``read_record(object, id)``: the stored record, for presence in a record's
+        room (``<object>/<id>``: joined only by those who may read that record)."""
         self.gateway = gateway
         self.records = records
+        self.read_record = read_record
         self.presence_shards = presence_shards
         self.presence_timeout_s = presence_timeout_s
         self.room_options = dict(room_options or {})
@@ -648,12 +652,22 @@ class RayRealtimeBackend:
     async def join(
         self, room: str, connection_id: str, actor: Actor, status: str
     ) -> dict[str, Any]:
-        object_name, _ = parse_room(room)
+        object_name, record_id = parse_room(room)
+        if actor.user_id is None:
+            raise Unauthenticated("presence needs a signed-in user")
         if self.records is not None:
             await self.records.ready()
             self.records.permissions.engine.require(actor, object_name, "read")
-        if actor.user_id is None:
-            raise Unauthenticated("presence needs a signed-in user")
+            if record_id is not None and self.read_record is not None:
+                record = await self.read_record(object_name, record_id)
+                if record is None or not self.records.permissions.can_read(
+                    actor, object_name, record
+                ):
+                    # The same answer for "missing" and "not yours": existence stays private.
+                    raise RecordNotFound(
+                        f"{object_name} record {record_id!r} does not exist",
+                        details={"object": object_name, "id": record_id},
+                    )
         snapshot: dict[str, Any] = await self._call(
             room, "join", room, connection_id, actor.user_id, self.gateway, status
         )

@@ -431,7 +431,7 @@ async def test_killed_gateway_restarts_and_clients_catch_up_from_their_cursor(hu
 async def test_presence_counts_a_user_with_two_tabs_once(
     hub: Hub, crm_users: dict[str, str]
 ) -> None:
-    room = f"account/{uuid.uuid4().hex[:12]}"
+    room = f"account/{hub.create('admin', 'account', {'name': unique('Room')})['id']}"
     tab1 = await hub.client("east_rep")
     tab2 = await hub.client("east_rep")
     other = await hub.client("west_rep")
@@ -467,12 +467,30 @@ async def test_presence_counts_a_user_with_two_tabs_once(
     assert left == {"ok": True, "room": room, "left": True}
 
 
+async def test_presence_in_a_record_room_needs_read_access_to_the_record(hub: Hub) -> None:
+    account = hub.create("admin", "account", {"name": unique("Presence")})
+    deal = hub.create(
+        "east_rep",
+        "opportunity",
+        {"name": unique("Private deal"), "account": account["id"], "stage": "prospecting"},
+    )
+    east = await hub.client("east_rep")
+    west = await hub.client("west_rep")
+    joined = await east.call("presence:join", {"room": f"opportunity/{deal['id']}"})
+    assert joined["ok"], joined
+    # Another rep may read opportunities, but not this one: as if it did not exist.
+    for room in (f"opportunity/{deal['id']}", "opportunity/no-such-deal"):
+        refused = await west.call("presence:join", {"room": room})
+        assert refused["ok"] is False and refused["error"]["code"] == "record_not_found", refused
+    assert (await west.call("presence:join", {"room": "opportunity"}))["ok"]  # the object
+
+
 async def test_clients_of_two_gateways_share_events_and_presence(
     hub: Hub, crm_users: dict[str, str]
 ) -> None:
     first, second = hub.gateways  # gatewaysPerNode: 2, ports port and port + 1
     assert second["port"] == first["port"] + 1 and second["name"] != first["name"]
-    room = f"account/{uuid.uuid4().hex[:12]}"
+    room = f"account/{hub.create('admin', 'account', {'name': unique('Room')})['id']}"
     here = await hub.client("east_rep", url=first["url"])
     there = await hub.client("admin", url=second["url"])
     for client in (here, there):
