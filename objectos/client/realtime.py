@@ -54,6 +54,7 @@ PRESENCE_JOIN = "presence:join"
 PRESENCE_UPDATE = "presence:update"
 PRESENCE_LEAVE = "presence:leave"
 PRESENCE = "presence"
+ERROR = "error"
 
 TokenSource = Callable[[], Awaitable[str | None]] | str | None
 UrlSource = Callable[[], Awaitable[str]] | str
@@ -437,6 +438,7 @@ class RealtimeClient:
             sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
             sio.on(EVENT, self._on_event, namespace=NAMESPACE)
             sio.on(PRESENCE, self.presence._received, namespace=NAMESPACE)
+            sio.on(ERROR, self._on_error, namespace=NAMESPACE)
             connection = _Connection(sio, url)
             self._connection = connection
             try:
@@ -518,6 +520,13 @@ class RealtimeClient:
         if reason == connection.sio.reason.SERVER_DISCONNECT:
             # The hub ended the session (python-socketio does not reconnect then).
             self._spawn(self._reconnect(connection))
+
+    def _on_error(self, payload: Any = None) -> None:
+        # The hub tells why it ends a session (``expired_token``) before disconnecting it;
+        # the disconnect that follows makes this client reconnect with a fresh token.
+        exc = error_from_payload(payload)
+        self.errors.append(exc)
+        logger.info("realtime: the hub reported %s: %s", exc.code, exc.message)
 
     async def _on_event(self, payload: Any) -> None:
         try:
@@ -613,8 +622,9 @@ class RealtimeClient:
                 logger.warning("realtime: %s refused: %s", event, exc)
                 if on_error is not None:
                     on_error(exc)
-            elif isinstance(answer, Mapping) and "room" in answer and "users" in answer:
-                await self.presence._received(answer)  # a hub that acks with the snapshot
+            elif isinstance(answer, Mapping) and isinstance(answer.get("presence"), Mapping):
+                # presence:join/update ack with the room's snapshot: {ok, presence: {room, users}}
+                await self.presence._received(answer["presence"])
 
         await sio.emit(event, dict(payload), namespace=NAMESPACE, callback=on_ack)
 

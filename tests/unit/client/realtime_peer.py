@@ -2,9 +2,13 @@
 uvicorn that implements the contract of PROTOCOL.md ("Socket.IO", ``/realtime``).
 
 It is not the hub: it keeps one in-memory change log (cursor = position in it),
-answers ``subscribe`` with a replay from ``since`` and an ack ``{ok, cursor}``,
-sends live ``event`` messages, refuses a ``since`` older than its retained log
-(``invalid_field`` with ``details.expired``) and tracks presence per room. What the
+answers ``subscribe`` with a replay from ``since`` and an ack ``{ok, subscriptionId,
+cursor}``, sends live ``event`` messages, refuses a ``since`` older than its retained log
+(``invalid_field`` with ``details.expired``) and tracks presence per room. Its acks
+and messages have the shapes of the hub's gateway (objectos.realtime.namespace):
+``presence:join``/``update`` ack ``{ok, presence: {room, users}}``, ``presence:leave``
+``{ok, room, left}``, ``unsubscribe`` ``{ok, subscriptionId, removed}``, refusals
+``{ok: false, error}``, and an ended session is an ``error`` event then a disconnect. What the
 client under test sends is recorded, so tests can check the wire (e.g. the
 ``since`` of a resume). The server can be stopped and started again on the same
 port with the same state, as a restarted gateway would be.
@@ -126,45 +130,58 @@ class RealtimePeer:
                 for change in self.log:
                     if change.cursor > since and change.object == obj:
                         await self.send(sub, change)
-        return {"ok": True, "cursor": self.head}
+        return {"ok": True, "subscriptionId": sub.subscription_id, "cursor": self.head}
 
-    async def on_unsubscribe(self, sid: str, payload: Any) -> None:
+    async def on_unsubscribe(self, sid: str, payload: Any) -> dict[str, Any]:
         self.received.append(("unsubscribe", payload))
-        self.subscriptions.pop((sid, payload.get("subscriptionId")), None)
+        removed = self.subscriptions.pop((sid, payload.get("subscriptionId")), None)
+        return {
+            "ok": True,
+            "subscriptionId": payload.get("subscriptionId"),
+            "removed": int(removed is not None),
+        }
 
-    async def on_join(self, sid: str, payload: Any) -> dict[str, Any] | None:
+    async def on_join(self, sid: str, payload: Any) -> dict[str, Any]:
         self.received.append(("presence:join", payload))
         if payload.get("status") not in ("online", "away", "busy", "offline"):
             return _error("invalid_field", "status must be online, away, busy", field="status")
         self.presence.setdefault(payload["room"], {})[sid] = (self.users[sid], payload["status"])
+        # The joiner gets the list both in the ack and as a broadcast, as from the hub.
         await self.broadcast_presence(payload["room"])
-        return None
+        return {"ok": True, "presence": self.snapshot(payload["room"])}
 
-    async def on_update(self, sid: str, payload: Any) -> None:
+    async def on_update(self, sid: str, payload: Any) -> dict[str, Any]:
         self.received.append(("presence:update", payload))
         members = self.presence.get(payload["room"], {})
-        if sid in members:
-            members[sid] = (members[sid][0], payload["status"])
-            await self.broadcast_presence(payload["room"])
+        if sid not in members:
+            return _error("invalid_field", "room was not joined by this connection", field="room")
+        members[sid] = (members[sid][0], payload["status"])
+        await self.broadcast_presence(payload["room"])
+        return {"ok": True, "presence": self.snapshot(payload["room"])}
 
-    async def on_leave(self, sid: str, payload: Any) -> None:
+    async def on_leave(self, sid: str, payload: Any) -> dict[str, Any]:
         self.received.append(("presence:leave", payload))
-        if self.presence.get(payload["room"], {}).pop(sid, None):
+        left = self.presence.get(payload["room"], {}).pop(sid, None) is not None
+        if left:
             await self.broadcast_presence(payload["room"])
+        return {"ok": True, "room": payload["room"], "left": left}
 
-    async def broadcast_presence(self, room: str) -> None:
-        assert self.sio is not None
-        members = self.presence.get(room, {})
+    def snapshot(self, room: str) -> dict[str, Any]:
+        """``{room, users[{userId, status, since}]}``, a user listed once."""
         users: dict[str, str] = {}
-        for user, status in members.values():
+        for user, status in self.presence.get(room, {}).values():
             users[user] = status
-        snapshot = {
+        return {
             "room": room,
             "users": [
                 {"userId": u, "status": s, "since": _now()} for u, s in sorted(users.items())
             ],
         }
-        for sid in list(members):
+
+    async def broadcast_presence(self, room: str) -> None:
+        assert self.sio is not None
+        snapshot = self.snapshot(room)
+        for sid in list(self.presence.get(room, {})):
             await self.sio.emit("presence", snapshot, to=sid, namespace=NS)
 
     # -- changes -----
@@ -204,6 +221,16 @@ class RealtimePeer:
             }
             with contextlib.suppress(Exception):
                 await self.sio.emit("event", payload, to=sub.sid, namespace=NS)
+
+    async def expire(self) -> None:
+        """End every session as the hub does when a token expires: an ``error`` event
+        with ``expired_token``, then a namespace disconnect."""
+        assert self.sio is not None
+        for sid in list(self.users):
+            error = _error("expired_token", "the session's token expired")["error"]
+            with contextlib.suppress(Exception):
+                await self.sio.emit("error", error, to=sid, namespace=NS)
+                await self.sio.disconnect(sid, namespace=NS)
 
     async def kick(self) -> None:
         """End every session from the server side (a namespace disconnect)."""

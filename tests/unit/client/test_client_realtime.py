@@ -8,6 +8,7 @@ per-object replays, an expired cursor, typed errors, presence and its re-join.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import pytest
@@ -275,3 +276,41 @@ async def test_a_subscribe_during_a_reconnect_waits_for_the_connection() -> None
             await peer.write("case", "c1", "create")
             assert (await take(second, 1))[0].record_id == "a1"
             assert (await take(first, 1))[0].record_id == "c1"
+
+
+async def test_a_session_ended_by_its_token_reconnects_with_a_fresh_one_and_resumes() -> None:
+    tokens = iter(["good-token", "rotated-token", "rotated-token"])
+
+    async def token() -> str:
+        return next(tokens)
+
+    async with running_peer() as server:
+        peer = server.peer
+        peer.tokens.add("rotated-token")
+        async with client_of(server, token=token) as rt:
+            sub = await rt.subscribe(objects=["case"])
+            await peer.write("case", "c1", "create")
+            await take(sub, 1)
+            peer.tokens.discard("good-token")
+            await peer.expire()  # `error {code: expired_token}`, then a disconnect
+            await peer.write("case", "c2", "create")  # while the session is ended
+            await eventually(lambda: len(subscribes(peer)) == 2)
+            assert [e.code for e in rt.errors] == ["expired_token"]
+            assert subscribes(peer)[1]["since"] == 1
+            assert [e.record_id for e in await take(sub, 1)] == ["c2"]
+            assert [h["token"] for h in peer.handshakes] == ["good-token", "rotated-token"]
+
+
+async def test_presence_join_takes_the_list_from_its_ack_and_refusals_are_typed() -> None:
+    async with running_peer() as server:
+        async with client_of(server) as rt:
+            users = await rt.presence.join("case/7", status="busy")
+            assert [(u["userId"], u["status"]) for u in users] == [("user-of-good-token", "busy")]
+            await rt.presence.update("case/7", "away")
+            await rt.presence.wait_for(
+                lambda s: [u["status"] for u in s.get("case/7", [])] == ["away"], WITHIN
+            )
+            await rt.presence.leave("case/7")
+            assert rt.presence.rooms == {} and rt.errors == collections.deque()
+            with pytest.raises(ValueError):
+                await rt.presence.update("case/7", "online")  # left: refused before sending
