@@ -1,13 +1,17 @@
 """``objectos.client`` against real servers: the session Serve app (auth, discovery, REST
-data) and the node's Socket.IO gateway in hub mode (Yjs documents, hub tokens).
+data) and the node's Socket.IO gateway in hub mode (Yjs documents, hub tokens, and the
+``/realtime`` namespace: record events as each user may read them, resuming from the
+cursor after the gateway process is killed, presence).
 
-The ``/realtime`` namespace is not served on this branch yet: its client logic is
-tested against a protocol peer in tests/unit/client.
+The client's resume and error logic is also tested, faster and more exhaustively,
+against a protocol peer in tests/unit/client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,14 +20,15 @@ import httpx
 import pytest
 from conftest import CRM_PASSWORD, data_plugin_entry, email_of, wait_until
 
-from objectos.client import HubClient, HubError
+from objectos.client import HubClient, HubError, RecordEvent, Subscription
 from objectos.errors import (
     ConcurrentModification,
+    InvalidField,
     InvalidFilter,
     InvalidToken,
+    ObjectNotFound,
     PermissionDenied,
     RecordNotFound,
-    ServiceUnavailable,
     Unauthenticated,
 )
 from objectos.realtime.yjs.client import ConnectionRefused
@@ -184,12 +189,182 @@ async def test_a_document_through_the_gateway_with_hub_tokens(
         assert isinstance(refused.value.__cause__, ConnectionRefused)
 
 
-async def test_the_realtime_url_comes_from_discovery(crm_hub: str) -> None:
+async def test_the_realtime_url_comes_from_discovery(crm_hub: str, gateway: dict[str, Any]) -> None:
     async with HubClient(crm_hub) as hub:
         routes = (await hub.discovery())["routes"]
-        if "realtime" in routes:
-            assert await hub._realtime_url() == routes["realtime"]
-        else:  # not advertised on this branch yet: a clear error, not a guess
-            with pytest.raises(ServiceUnavailable) as unavailable:
-                await hub._realtime_url()
-            assert "realtime_url=" in unavailable.value.message
+        assert routes["realtime"] == gateway["url"]
+        assert await hub._realtime_url() == gateway["url"]
+
+
+# ---------------------------------------------------------------------- /realtime
+
+
+async def events_until(
+    subscription: Subscription, done: Any, within_s: float = SLOW_S
+) -> list[RecordEvent]:
+    """Events of ``subscription`` up to the first one for which ``done(event)`` holds."""
+    events: list[RecordEvent] = []
+    async with asyncio.timeout(within_s):
+        while not events or not done(events[-1]):
+            events.append(await subscription.next_event())
+    return events
+
+
+def summary(events: list[RecordEvent]) -> list[tuple[str, str]]:
+    """``(eventName, changed fields of updates)``."""
+    return [
+        (e.event_name, ",".join(e.changed_fields) if e.event_name != "record.created" else "")
+        for e in events
+    ]
+
+
+async def test_record_events_through_hub_realtime_carry_only_readable_fields(
+    crm_hub: str, gateway: dict[str, Any]
+) -> None:
+    # No realtime_url: HubClient.realtime finds the gateway through discovery.
+    admin = await signed_in(crm_hub, "admin")
+    rep = await signed_in(crm_hub, "east_rep")
+    prefix = f"Live {uuid.uuid4().hex[:8]}"
+    async with admin, rep:
+        subscriptions = {}
+        for name, client in (("admin", admin), ("rep", rep)):
+            subscriptions[name] = await client.realtime.subscribe(
+                "account",
+                ["record.*", "field.changed"],
+                filter={"name": {"$startsWith": prefix}},
+            )
+            assert subscriptions[name].active and subscriptions[name].cursor is not None
+
+        accounts = admin.objects("account")
+        created = await accounts.create({"name": prefix, "annual_revenue": 1000})
+        await accounts.update(created["id"], {"annual_revenue": 2000})  # managers/admins only
+        await accounts.update(created["id"], {"description": "visible to all"})
+        await accounts.delete(created["id"])
+
+        def deleted(event: RecordEvent) -> bool:
+            return event.event_name == "record.deleted"
+
+        seen = {name: await events_until(sub, deleted) for name, sub in subscriptions.items()}
+        assert summary(seen["admin"]) == [
+            ("record.created", ""),
+            ("record.updated", "annual_revenue"),
+            ("field.changed", "annual_revenue"),
+            ("record.updated", "description"),
+            ("field.changed", "description"),
+            ("record.deleted", ""),
+        ]
+        # A rep may read accounts but not annual_revenue: the update of it alone is not sent.
+        assert summary(seen["rep"]) == [
+            ("record.created", ""),
+            ("record.updated", "description"),
+            ("field.changed", "description"),
+            ("record.deleted", ""),
+        ]
+        assert seen["admin"][0].record["annual_revenue"] == 1000
+        assert "annual_revenue" in seen["admin"][0].changed_fields
+        assert all("annual_revenue" not in e.record for e in seen["rep"])
+        assert all("annual_revenue" not in e.changed_fields for e in seen["rep"])
+        assert seen["rep"][0].record["name"] == prefix and seen["rep"][0].record_id == created["id"]
+        for events in seen.values():
+            assert {e.record_id for e in events} == {created["id"]}
+            cursors = [e.cursor for e in events]
+            assert cursors == sorted(cursors) and events[-1].timestamp
+        assert subscriptions["rep"].cursor == seen["rep"][-1].cursor
+        with pytest.raises(TimeoutError):  # nothing else: no duplicate
+            await subscriptions["rep"].next_event(0.5)
+
+        # The hub's refusals arrive as typed errors; the connection is still served.
+        with pytest.raises(ObjectNotFound):
+            await rep.realtime.subscribe("spaceship")
+        with pytest.raises(InvalidField) as hidden:
+            await rep.realtime.subscribe("account", filter={"annual_revenue": 5})
+        assert hidden.value.details.get("field") == "annual_revenue"
+        with pytest.raises(InvalidField) as ahead:
+            await rep.realtime.subscribe("account", since=10**12)
+        assert ahead.value.details.get("field") == "since"
+        nobody = await signed_in(crm_hub, "nobody")
+        async with nobody:
+            with pytest.raises(PermissionDenied):
+                await nobody.realtime.subscribe("account")
+        assert rep.realtime.connections == 1 and rep.realtime.connected
+
+
+async def test_a_killed_gateway_the_client_reconnects_and_resumes_from_its_cursor(
+    crm_hub: str, gateway: dict[str, Any]
+) -> None:
+    import ray
+
+    from actors.factory import get_gateway
+
+    admin = await signed_in(crm_hub, "admin", realtime_url=gateway["url"])
+    async with admin:
+        accounts = admin.objects("account")
+        account = await accounts.create({"name": f"Crash {uuid.uuid4().hex[:8]}"})
+        rt = admin.realtime
+        sub = await rt.subscribe("account", "record.updated", filter={"id": account["id"]})
+        await accounts.update(account["id"], {"description": "before"})
+        before = await sub.next_event(SLOW_S)
+        assert before.record["description"] == "before" and sub.cursor == before.cursor
+
+        handle = get_gateway(gateway["name"])
+        assert handle is not None
+        pid = ray.get(handle.info.remote(), timeout=SLOW_S)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        for n in range(3):  # committed while the gateway is down or restarting
+            await accounts.update(account["id"], {"description": f"down {n}"})
+
+        def restarted() -> bool:
+            try:
+                return bool(ray.get(handle.info.remote(), timeout=5)["pid"] != pid)
+            except Exception:
+                return False
+
+        await asyncio.to_thread(wait_until, restarted, SLOW_S)
+        # Nothing to do on the client's side: it reconnects and resumes by itself.
+        missed = await events_until(sub, lambda e: e.record["description"] == "down 2")
+        await accounts.update(account["id"], {"description": "after"})
+        live = await events_until(sub, lambda e: e.record["description"] == "after")
+        with pytest.raises(TimeoutError):
+            await sub.next_event(0.5)
+        events = [before, *missed, *live]
+        assert [e.record["description"] for e in events] == [
+            "before",
+            "down 0",
+            "down 1",
+            "down 2",
+            "after",
+        ]
+        cursors = [e.cursor for e in events]
+        assert cursors == sorted(set(cursors))  # no gap in order, no duplicate
+        assert rt.connections >= 2 and sub.resumes >= 1 and sub.gaps == 0 and sub.active
+
+
+async def test_presence_of_two_users_through_hub_realtime(
+    crm_hub: str, gateway: dict[str, Any], crm_users: dict[str, str]
+) -> None:
+    room = f"account/{uuid.uuid4().hex[:12]}"
+    east = await signed_in(crm_hub, "east_rep", realtime_url=gateway["url"])
+    west = await signed_in(crm_hub, "west_rep", realtime_url=gateway["url"])
+    east_id, west_id = crm_users["east_rep"], crm_users["west_rep"]
+
+    def listed(client: HubClient) -> dict[str, str]:
+        return {u["userId"]: u["status"] for u in client.realtime.presence.users(room)}
+
+    async with east, west:
+        alone = await east.realtime.presence.join(room)
+        assert [(u["userId"], u["status"]) for u in alone] == [(east_id, "online")]
+        both = await west.realtime.presence.join(room, status="busy")
+        assert {u["userId"]: u["status"] for u in both} == {east_id: "online", west_id: "busy"}
+        assert all(u["since"] for u in both)
+        await east.realtime.presence.wait_for(lambda _: len(listed(east)) == 2, SLOW_S)
+        assert listed(east) == {east_id: "online", west_id: "busy"}
+
+        await west.realtime.presence.update(room, "away")
+        await east.realtime.presence.wait_for(lambda _: listed(east).get(west_id) == "away", SLOW_S)
+        await west.realtime.presence.leave(room)
+        await east.realtime.presence.wait_for(lambda _: listed(east) == {east_id: "online"}, SLOW_S)
+        with pytest.raises(InvalidField) as bad:
+            await east.realtime.presence.join("account/not a record!")
+        assert bad.value.details.get("field") == "room"
+        assert east.realtime.presence.rooms == {room: "online"}
+        assert [e.code for e in east.realtime.errors] == ["invalid_field"]  # that join only

@@ -302,15 +302,14 @@ async def test_a_session_ended_by_its_token_reconnects_with_a_fresh_one_and_resu
 
 
 async def test_presence_join_takes_the_list_from_its_ack_and_refusals_are_typed() -> None:
-    async with running_peer() as server:
-        async with client_of(server) as rt:
-            users = await rt.presence.join("case/7", status="busy")
-            assert [(u["userId"], u["status"]) for u in users] == [("user-of-good-token", "busy")]
-            await rt.presence.update("case/7", "away")
-            await rt.presence.wait_for(
-                lambda s: [u["status"] for u in s.get("case/7", [])] == ["away"], WITHIN
-            )
-            await rt.presence.leave("case/7")
-            assert rt.presence.rooms == {} and rt.errors == collections.deque()
-            with pytest.raises(ValueError):
-                await rt.presence.update("case/7", "online")  # left: refused before sending
+    async with running_peer() as server, client_of(server) as rt:
+        users = await rt.presence.join("case/7", status="busy")
+        assert [(u["userId"], u["status"]) for u in users] == [("user-of-good-token", "busy")]
+        await rt.presence.update("case/7", "away")
+        await rt.presence.wait_for(
+            lambda s: [u["status"] for u in s.get("case/7", [])] == ["away"], WITHIN
+        )
+        await rt.presence.leave("case/7")
+        assert rt.presence.rooms == {} and rt.errors == collections.deque()
+        with pytest.raises(ValueError):
+            await rt.presence.update("case/7", "online")  # left: refused before sending
