@@ -64,25 +64,12 @@ def test_operate_notebook(
     wait_until(lambda: ray.get(kernel.ready.remote()), timeout=60)
 
 
-def realtime_served(url: str, token: str) -> bool:
-    """Whether the gateway at ``url`` serves the ``/realtime`` namespace (it refuses
-    unknown namespaces with ``not_found``)."""
-    from objectos.client import RealtimeClient
-    from objectos.errors import NotFound
-
-    async def probe() -> bool:
-        async with RealtimeClient(url, token) as client:
-            try:
-                await client.connect()
-            except NotFound:
-                return False
-            return True
-
-    return asyncio.run(probe())
-
-
 def test_realtime_notebook(
-    ray_session: Any, start_hub: Any, serve_hub: dict[str, Any], serve_url: str
+    ray_session: Any,
+    start_hub: Any,
+    serve_hub: dict[str, Any],
+    serve_url: str,
+    crm_users: dict[str, str],
 ) -> None:
     from deployments.realtime import ensure_gateways, realtime_settings, stop_realtime
     from objectos.client import HubClient
@@ -95,7 +82,7 @@ def test_realtime_notebook(
     document = f"notebook/{uuid.uuid4().hex[:8]}"
     written = "written by the test before the notebook ran"
 
-    async def write_document() -> str:
+    async def write_document() -> None:
         async with HubClient(serve_url, realtime_url=gateway["url"]) as hub:
             await hub.sign_in(email_of("admin"), CRM_PASSWORD)
             doc = await hub.document(document)
@@ -106,13 +93,9 @@ def test_realtime_notebook(
             reader = await hub.document(document)
             async with asyncio.timeout(60):
                 await reader.wait_until(lambda: str(reader.text("content")) == written)
-            token = hub.token
-            assert token is not None
-            return token
 
     try:
-        token = asyncio.run(write_document())
-        served = realtime_served(gateway["url"], token)
+        asyncio.run(write_document())
         notebook = run_notebook(
             ROOT / "notebooks" / "realtime.ipynb",
             {
@@ -134,7 +117,15 @@ def test_realtime_notebook(
     assert gateway["url"] in text and email_of("admin") in text
     assert document in text  # the live Yjs rooms table lists it
     assert written in text  # the document's text, read through the client
-    if served:
-        assert "record.created" in text and "record.deleted" in text
-    else:  # /realtime not on this hub yet: the notebook says so instead of failing
-        assert text.count("the hub does not serve /realtime (yet)") == 2
+    # Presence through /realtime: the notebook's user joined, and the trackers list it.
+    admin = crm_users["admin"]
+    assert "Present in account:" in text and admin in text
+    assert f"{admin} (online)" in text
+    # Record events of the notebook's own writes, in order, carrying the record's name.
+    created, updated, deleted = (
+        text.index(f">{name}<") for name in ("record.created", "record.updated", "record.deleted")
+    )
+    assert created < updated < deleted
+    assert ">notebook " in text and " (edited)<" in text
+    assert "cursor to resume from:" in text and "no more events" not in text
+    assert "does not serve /realtime" not in text
