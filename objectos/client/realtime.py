@@ -7,26 +7,29 @@ Written to PROTOCOL.md ("Socket.IO", namespace ``/realtime``)::
     async for event in sub:                  # RecordEvent(event_name, object, record_id, ...)
         print(event.event_name, event.record_id, event.record)
 
-    users = await rt.presence.join("case/42", status="online")   # who is there now
+    users = await rt.presence.join("case/42", status="online")   # who is there now (the ack)
     rt.presence.on_change(lambda room, users: print(room, users))
     await rt.presence.update("case/42", "away")
 
 **Resuming.** The handshake sends ``auth: {token}`` (the token callable is asked
 on every (re)connect, so a refreshed token is used). When the connection drops,
 python-socketio reconnects with backoff; when the hub ends the session itself
-(a namespace disconnect, e.g. its token expired), this client reconnects too.
+(an ``error`` event -- ``expired_token``, kept in :attr:`RealtimeClient.errors`
+-- then a namespace disconnect), this client reconnects too.
 After every reconnect each live subscription is sent again with ``since`` = the
 last cursor it has, and every presence room is joined again with its status.
 
 **Cursors.** A subscription keeps, per object, the highest cursor it has seen
 (the ack's cursor counts: everything up to it has been delivered); ``since`` on
 resume is the lowest of those, so a multi-object subscription whose rooms replay
-independently misses nothing. Replayed events at or below what an object had
-already seen are dropped, so the consumer sees each change once, in order per
-object. A hub that no longer holds the log at ``since`` answers
-``invalid_field`` with ``details.expired``: the subscription then starts again
-from now and reports a :class:`SubscriptionGap` through ``on_error`` (the
-changes in between are lost: reload what you show).
+independently misses nothing. Events of one change share its cursor; with
+``field.changed`` a change makes several, so a resume then starts one change
+earlier and the rest of a change cut short by the disconnect comes again.
+Replayed events an object had already seen are dropped, so the consumer sees
+each event once, in order per object. A hub that no longer holds the log at
+``since`` answers ``invalid_field`` with ``details.expired``: the subscription
+then starts again from now and reports a :class:`SubscriptionGap` through
+``on_error`` (the changes in between are lost: reload what you show).
 """
 
 from __future__ import annotations
@@ -123,6 +126,14 @@ async def _call_handler(handler: Callable[..., Any], *args: Any) -> None:
 
 
 _END = object()
+FIELD_CHANGED = "field.changed"
+
+_EventKey = tuple[str, str, tuple[str, ...]]
+
+
+def _key_of(event: RecordEvent) -> _EventKey:
+    """What tells apart the events of one change (they share the cursor)."""
+    return event.event_name, event.record_id, event.changed_fields
 
 
 class Subscription:
@@ -154,7 +165,11 @@ class Subscription:
         self._ended = False
         self._since = since
         self._seen: dict[str, int] = {}
+        self._seen_keys: dict[str, set[_EventKey]] = {}  # events received at _seen[obj]
         self._floor: dict[str, int] = {}
+        self._floor_keys: dict[str, set[_EventKey]] = {}
+        # Only field.changed makes one change more than one event of this subscription.
+        self._several_per_change = FIELD_CHANGED in self.events
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._on_event = on_event
         self._on_error = on_error
@@ -166,10 +181,29 @@ class Subscription:
 
     @property
     def cursor(self) -> int | None:
-        """The ``since`` a resume would send: the lowest per-object cursor seen."""
+        """Where this subscription stands: the lowest per-object cursor seen (keep it
+        to subscribe again later with ``since``)."""
         if not self._seen:
             return self._since
         return min(self._seen.get(obj, self._since or 0) for obj in self.objects)
+
+    @property
+    def resume_since(self) -> int | None:
+        """The ``since`` a resume sends: :attr:`cursor`, except that when a change may
+        make several events (``field.changed``) and some of an object's newest change
+        were received, it starts one change earlier: a connection lost halfway
+        through a change's events gets the rest replayed (those received are dropped)."""
+        if not self._seen:
+            return self._since
+        return min(self._resume_from(obj) for obj in self.objects)
+
+    def _resume_from(self, obj: str) -> int:
+        seen = self._seen.get(obj)
+        if seen is None:
+            return self._since or 0
+        if self._several_per_change and self._seen_keys.get(obj) and seen > 0:
+            return seen - 1
+        return seen
 
     def payload(self) -> dict[str, Any]:
         """The ``subscribe`` message: ``{subscriptionId, objects, events, filter, since?}``."""
@@ -179,7 +213,7 @@ class Subscription:
             "events": list(self.events),
             "filter": self.filter,
         }
-        since = self.cursor
+        since = self.resume_since
         if since is not None:
             body["since"] = since
         return body
@@ -187,22 +221,33 @@ class Subscription:
     def _prepare_resume(self) -> None:
         # Whatever an object has seen is a duplicate if replayed.
         self._floor = dict(self._seen)
+        self._floor_keys = {obj: set(keys) for obj, keys in self._seen_keys.items()}
 
     def _acknowledged(self, cursor: Any) -> None:
         if isinstance(cursor, int) and not isinstance(cursor, bool):
             for obj in self.objects:
-                self._seen[obj] = max(self._seen.get(obj, cursor), cursor)
+                if cursor > self._seen.get(obj, -1):
+                    self._seen[obj] = cursor
+                    self._seen_keys[obj] = set()  # nothing received at the ack's cursor
         self.active = True
 
     def _restart_from_now(self) -> None:
         self._seen.clear()
+        self._seen_keys.clear()
         self._floor.clear()
+        self._floor_keys.clear()
         self._since = None
 
     def _receive(self, event: RecordEvent) -> None:
-        if event.cursor <= self._floor.get(event.object, -1):
+        obj, key = event.object, _key_of(event)
+        floor = self._floor.get(obj, -1)
+        if event.cursor < floor or (event.cursor == floor and key in self._floor_keys.get(obj, ())):
             return  # replayed, and delivered before the reconnect
-        self._seen[event.object] = max(self._seen.get(event.object, event.cursor), event.cursor)
+        if event.cursor > self._seen.get(obj, -1):
+            self._seen[obj] = event.cursor
+            self._seen_keys[obj] = {key}
+        elif event.cursor == self._seen[obj]:
+            self._seen_keys.setdefault(obj, set()).add(key)
         self._queue.put_nowait(event)
 
     async def _report(self, error: BaseException) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -310,6 +311,7 @@ async def test_a_killed_gateway_the_client_reconnects_and_resumes_from_its_curso
         assert handle is not None
         pid = ray.get(handle.info.remote(), timeout=SLOW_S)["pid"]
         os.kill(pid, signal.SIGKILL)
+        killed = time.perf_counter()
         for n in range(3):  # committed while the gateway is down or restarting
             await accounts.update(account["id"], {"description": f"down {n}"})
 
@@ -322,6 +324,8 @@ async def test_a_killed_gateway_the_client_reconnects_and_resumes_from_its_curso
         await asyncio.to_thread(wait_until, restarted, SLOW_S)
         # Nothing to do on the client's side: it reconnects and resumes by itself.
         missed = await events_until(sub, lambda e: e.record["description"] == "down 2")
+        recovered_s = time.perf_counter() - killed
+        print(f"\nkill -9 of the gateway -> missed events replayed: {recovered_s:.1f} s")
         await accounts.update(account["id"], {"description": "after"})
         live = await events_until(sub, lambda e: e.record["description"] == "after")
         with pytest.raises(TimeoutError):

@@ -62,6 +62,7 @@ class RealtimePeer:
     handshakes: list[Any] = field(default_factory=list)
     presence: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
     users: dict[str, str] = field(default_factory=dict)  # sid -> user id (from the token)
+    cut_after: int | None = None  # end the session after sending this many more events
     sio: socketio.AsyncServer | None = None
 
     @property
@@ -219,6 +220,13 @@ class RealtimePeer:
                 "cursor": change.cursor,
                 "timestamp": _now(),
             }
+            if self.cut_after is not None:
+                if self.cut_after == 0:  # the connection is lost halfway through a change
+                    self.cut_after = None
+                    with contextlib.suppress(Exception):
+                        await self.sio.disconnect(sub.sid, namespace=NS)
+                    return
+                self.cut_after -= 1
             with contextlib.suppress(Exception):
                 await self.sio.emit("event", payload, to=sub.sid, namespace=NS)
 

@@ -313,3 +313,32 @@ async def test_presence_join_takes_the_list_from_its_ack_and_refusals_are_typed(
         assert rt.presence.rooms == {} and rt.errors == collections.deque()
         with pytest.raises(ValueError):
             await rt.presence.update("case/7", "online")  # left: refused before sending
+
+
+async def test_a_change_cut_short_by_a_disconnect_is_completed_on_resume() -> None:
+    async with running_peer() as server:
+        peer = server.peer
+        async with client_of(server) as rt:
+            sub = await rt.subscribe(objects=["case"], events=["record.updated", "field.changed"])
+            await peer.write("case", "c1", "update", status="new")  # 1: two events
+            assert [e.event_name for e in await take(sub, 2)] == [
+                "record.updated",
+                "field.changed",
+            ]
+            # One change, three events; the session ends after the first one.
+            peer.cut_after = 1
+            await peer.write("case", "c1", "update", status="open", owner="ada")  # 2
+            first = await sub.next_event(WITHIN)
+            assert (first.event_name, first.cursor) == ("record.updated", 2)
+            await eventually(lambda: len(subscribes(peer)) == 2)
+            # One change back: cursor 2 is replayed, its record.updated dropped as seen.
+            assert subscribes(peer)[1]["since"] == 1
+            rest = await take(sub, 2)
+            assert [(e.event_name, e.changed_fields, e.cursor) for e in rest] == [
+                ("field.changed", ("status",), 2),
+                ("field.changed", ("owner",), 2),
+            ]
+            await peer.write("case", "c1", "update", status="closed")  # 3, live
+            assert [e.cursor for e in await take(sub, 2)] == [3, 3]
+            with pytest.raises(TimeoutError):
+                await sub.next_event(0.3)
