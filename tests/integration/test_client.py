@@ -346,10 +346,12 @@ async def test_a_killed_gateway_the_client_reconnects_and_resumes_from_its_curso
 async def test_presence_of_two_users_through_hub_realtime(
     crm_hub: str, gateway: dict[str, Any], crm_users: dict[str, str]
 ) -> None:
-    room = f"account/{uuid.uuid4().hex[:12]}"
     east = await signed_in(crm_hub, "east_rep", realtime_url=gateway["url"])
     west = await signed_in(crm_hub, "west_rep", realtime_url=gateway["url"])
     east_id, west_id = crm_users["east_rep"], crm_users["west_rep"]
+    async with await signed_in(crm_hub, "admin") as admin:  # a record both reps may read
+        account = await admin.objects("account").create({"name": f"Room {uuid.uuid4().hex[:8]}"})
+    room = f"account/{account['id']}"
 
     def listed(client: HubClient) -> dict[str, str]:
         return {u["userId"]: u["status"] for u in client.realtime.presence.users(room)}
