@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement
@@ -294,6 +294,13 @@ def _validation_error(obj: str, errors: list[FieldError]) -> ValidationError:
     )
 
 
+class _Target(NamedTuple):
+    """An object a read touches: its plan and the caller's scope condition on it."""
+
+    plan: _ObjectPlan
+    condition: ColumnElement[bool] | None
+
+
 class DataEngine:
     """CRUD, validation, formulas, roll-ups and change log for every object of a registry."""
 
@@ -465,23 +472,25 @@ class DataEngine:
     async def _find(self, plan: _ObjectPlan, spec: QuerySpec, scope: Scope | None) -> FindResult:
         if spec.fields is not None and spec.expand:
             spec = replace(spec, fields=list(dict.fromkeys([*spec.fields, *spec.expand])))
-        # Scope conditions are built here, on the event loop (the permission engine's
-        # caches are not shared with reader threads); the statements run in one hop.
-        conditions: dict[str, ColumnElement[bool] | None] = {}
-        self._scope_conditions(plan, spec, scope, conditions, depth=1)
-        return await self._reads.run(lambda conn: self._find_sync(conn, plan, spec, conditions))
+        # Plans and scope conditions are resolved here, on the event loop (the compiled
+        # plans and the permission engine's caches are not shared with reader threads);
+        # the statements then run in one hop.
+        targets: dict[str, _Target] = {}
+        self._scope_conditions(plan, spec, scope, targets, depth=1)
+        return await self._reads.run(lambda conn: self._find_sync(conn, plan, spec, targets))
 
     def _scope_conditions(
         self,
         plan: _ObjectPlan,
         spec: QuerySpec,
         scope: Scope | None,
-        out: dict[str, ColumnElement[bool] | None],
+        out: dict[str, _Target],
         depth: int,
     ) -> None:
-        """The scope condition of ``plan``'s object and of every object ``spec`` expands."""
+        """The plan and scope condition of ``plan``'s object and of every object ``spec``
+        expands (checked: lookup fields only, nested at most MAX_EXPAND_DEPTH)."""
         if plan.obj.name not in out:
-            out[plan.obj.name] = self._condition(scope, plan)
+            out[plan.obj.name] = _Target(plan, self._condition(scope, plan))
         if spec.expand and depth > MAX_EXPAND_DEPTH:
             raise InvalidFilter(f"expand is nested deeper than {MAX_EXPAND_DEPTH} levels")
         for name in dict.fromkeys(spec.expand):
@@ -500,9 +509,9 @@ class DataEngine:
         conn: sa.Connection,
         plan: _ObjectPlan,
         spec: QuerySpec,
-        conditions: Mapping[str, ColumnElement[bool] | None],
+        targets: Mapping[str, _Target],
     ) -> FindResult:
-        condition = conditions[plan.obj.name]
+        condition = targets[plan.obj.name].condition
         stmt = build_select(spec, plan.table, plan.columns, extra_where=condition)
         if spec.limit is not None:
             stmt = stmt.limit(spec.limit + 1)
@@ -518,7 +527,7 @@ class DataEngine:
         next_cursor = encode_cursor(rows[-1], spec.order_by) if has_more and rows else None
         records = [self._to_json(plan, {k: row[k] for k in wanted if k in row}) for row in rows]
         if spec.expand:
-            self._expand(conn, plan, records, spec, conditions)
+            self._expand(conn, plan, records, spec, targets)
         return FindResult(records, total, has_more, next_cursor, spec.limit, spec.offset)
 
     def _expand(
@@ -527,9 +536,10 @@ class DataEngine:
         plan: _ObjectPlan,
         records: list[dict[str, Any]],
         spec: QuerySpec,
-        conditions: Mapping[str, ColumnElement[bool] | None],
+        targets: Mapping[str, _Target],
     ) -> None:
-        """Replace lookup ids in ``records`` by the records (checked by _scope_conditions)."""
+        """Replace lookup ids in ``records`` by the records (runs on a reader thread: plans
+        and conditions come resolved in ``targets``, see _scope_conditions)."""
         for name in dict.fromkeys(spec.expand):
             fld = plan.obj.fields[name]
             target = reference_target(plan.obj.name, fld)
@@ -543,10 +553,9 @@ class DataEngine:
                     ids.update(v for v in value if isinstance(v, str))
             if not ids:
                 continue
-            target_plan = self._plan(target)
+            target_plan, condition = targets[target]
             nested = spec.expand_specs.get(name) or QuerySpec(limit=None)
             found: dict[str, dict[str, Any]] = {}
-            condition = conditions[target]
             ordered = sorted(ids)
             for start in range(0, len(ordered), _EXPAND_CHUNK):
                 chunk = ordered[start : start + _EXPAND_CHUNK]
@@ -570,7 +579,7 @@ class DataEngine:
                         target_plan, {k: mapping[k] for k in wanted if k in mapping}
                     )
             if nested.expand and found:
-                self._expand(conn, target_plan, list(found.values()), nested, conditions)
+                self._expand(conn, target_plan, list(found.values()), nested, targets)
             for record in records:
                 value = record.get(name)
                 if isinstance(value, str) and value in found:

@@ -15,8 +15,8 @@ the data engine is a small synchronous function of a connection instead —
   in the async engine's own connection): ``AsyncConnection.run_sync(fn)`` on the
   async engine, as before.
 
-Disposing the async engine disposes the companion engine too (it reconnects
-lazily, like SQLAlchemy engines do).
+Disposing the async engine disposes the companion engine's connections too (it
+reconnects lazily, like SQLAlchemy engines do); the reader threads stay, idle.
 
     reads = ReadRunner(engine)
     rows = await reads.run(lambda conn: conn.execute(stmt).all())
@@ -89,11 +89,10 @@ class ReadRunner:
             return self._sync, self._executor
 
     def _on_disposed(self, _engine: Any) -> None:
+        # Only the connections go: a read racing the dispose must not find its
+        # executor shut down (the threads are cheap and exit with the process).
         with self._lock:
-            sync, executor = self._sync, self._executor
-            self._sync = self._executor = None
-        if executor is not None:
-            executor.shutdown(wait=False)
+            sync = self._sync
         if sync is not None:
             sync.dispose()
 
@@ -105,7 +104,7 @@ def _run_in_thread(sync: sa.Engine, fn: Callable[[sa.Connection], T]) -> T:
 
 def _companion_engine(engine: AsyncEngine, threads: int) -> sa.Engine:
     """A synchronous, read-only engine over the async engine's SQLite file."""
-    from objectos.data.schema import configure_sqlite
+    from objectos.data.schema import configure_sqlite, sqlite_busy_timeout_ms
 
     sync = sa.create_engine(
         engine.url.set(drivername="sqlite"),
@@ -114,7 +113,7 @@ def _companion_engine(engine: AsyncEngine, threads: int) -> sa.Engine:
         max_overflow=0,
         connect_args={"check_same_thread": False},
     )
-    configure_sqlite(sync, busy_timeout_ms=30_000, read_only=True)
+    configure_sqlite(sync, busy_timeout_ms=sqlite_busy_timeout_ms(), read_only=True)
     return sync
 
 

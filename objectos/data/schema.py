@@ -404,11 +404,14 @@ def create_engine(url: str | sa.URL, **kwargs: Any) -> AsyncEngine:
     """
     engine = _create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        configure_sqlite(
-            engine.sync_engine,
-            busy_timeout_ms=int(os.environ.get("OBJECTOS_SQLITE_BUSY_TIMEOUT_MS", "30000")),
-        )
+        configure_sqlite(engine.sync_engine, busy_timeout_ms=sqlite_busy_timeout_ms())
     return engine
+
+
+def sqlite_busy_timeout_ms() -> int:
+    """How long a SQLite connection waits for a lock: ``$OBJECTOS_SQLITE_BUSY_TIMEOUT_MS``
+    (default 30 s)."""
+    return int(os.environ.get("OBJECTOS_SQLITE_BUSY_TIMEOUT_MS", "30000"))
 
 
 def configure_sqlite(engine: sa.Engine, *, busy_timeout_ms: int, read_only: bool = False) -> None:
