@@ -305,8 +305,10 @@ class HubClient:
         """
         for attempt in (1, 2):
             sent = dict(headers or {})
+            tokens = self._tokens
             if authenticated:
                 token = await self.fresh_token()
+                tokens = self._tokens  # the set this request is sent with
                 if token:
                     sent["Authorization"] = authorization(token)
             response = await self._http.request(
@@ -326,7 +328,11 @@ class HubClient:
                 and isinstance(error, ExpiredToken)
                 and self._tokens.refresh is not None
             ):
-                await self.refresh()
+                # Concurrent requests that all got expired_token spend the refresh
+                # token once: the hub treats a second use as theft (reuse detection).
+                async with self._refresh_lock:
+                    if self._tokens is tokens:
+                        await self.refresh()
                 continue
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
