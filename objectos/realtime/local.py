@@ -30,7 +30,7 @@ from typing import Any
 from objectos.data.actor import Actor
 from objectos.data.changelog import ChangeEntry
 from objectos.data.filter import ColumnInfo
-from objectos.errors import ObjectOSError
+from objectos.errors import ObjectOSError, Unauthenticated
 from objectos.realtime.feed import Backoff, ChangeFeed, ChangeSource, Registration
 from objectos.realtime.namespace import RealtimeNamespace
 from objectos.realtime.permissions import RecordPermissions
@@ -151,6 +151,8 @@ class LocalRealtimeBackend:
         self, room: str, connection_id: str, actor: Actor, status: str
     ) -> dict[str, Any]:
         object_name, _ = parse_room(room)
+        if actor.user_id is None:
+            raise Unauthenticated("presence needs a signed-in user")
         self.permissions.engine.require(actor, object_name, "read")
         snapshot = await self.tracker.join(
             room,
