@@ -10,8 +10,9 @@
   (bearer JWT or API key; 401 + ``WWW-Authenticate`` without one);
 - ``/api/v1/meta`` needs any authenticated caller, ``/api/v1/admin/plugins``
   the system permission ``view_setup`` (or ``modify_all_data``), ``/metrics``
-  a credential unless ``serve.metricsPublic`` is set; discovery, health and
-  the JWKS stay public;
+  a credential unless ``serve.metricsPublic`` is set; discovery, health, the
+  JWKS and the API description (``/api/v1/openapi.json``, ``/docs``: objects
+  and fields, no records) stay public;
 - record sharing follows the role hierarchy and role-targeted sharing rules
   of the *identity store*: every replica keeps a
   :class:`~objectos.security.directory.StoreRoleDirectory` (user -> roles),
