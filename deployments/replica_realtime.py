@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -117,6 +118,7 @@ class ReplicaEvents:
                         # Other replicas' commits do not nudge this feed: it looks at
                         # least every 250 ms (one indexed query) while streams are idle.
                         idle=Backoff(0.05, IDLE_MAX_S),
+                        require_read=partial(guard.permissions.require, action="read"),
                     )
                     # This replica's commits make its feed look at once.
                     engine.hooks = NudgeOnCommit(sse.nudge, engine.hooks)

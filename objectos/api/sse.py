@@ -154,8 +154,13 @@ class RealtimeSSE:
         poll_timeout_s: float = 25.0,
         poll_max_timeout_s: float = 60.0,
         poll_batches: int = 8,
+        require_read: Callable[[Actor, str], object] | None = None,
     ) -> None:
         """``columns``: ``DataEngine.tables.columns`` (or a mapping) for checked, typed filters.
+
+        ``require_read(actor, object)``: raises when ``actor`` may not read ``object`` at
+        all (``PermissionEngine.require``), so such a request is refused with that error
+        (403 / 404) instead of getting a stream on which nothing ever arrives.
 
         ``auth_params``: query parameters that ``authenticate`` reads (browsers'
         ``EventSource`` cannot send headers), accepted besides the subscription's.
@@ -167,6 +172,7 @@ class RealtimeSSE:
         """
         self.path = path
         self.poll_path = poll_path
+        self._require_read = require_read
         self._poll_timeout_s = poll_timeout_s
         self._poll_max_timeout_s = poll_max_timeout_s
         self._poll_batches = max(1, poll_batches)
@@ -260,6 +266,7 @@ class RealtimeSSE:
         try:
             actor = await self._authenticate(request)
             spec = self._spec(request)
+            self._check_objects(actor, spec)
             await self.start()
             self._streams[connection_id] = _Stream(self._queue_size)
             cursor = await self._room.subscribe(
@@ -280,6 +287,7 @@ class RealtimeSSE:
         """
         actor = await self._authenticate(request)
         spec = self._spec(request, extra=_POLL_PARAMS)
+        self._check_objects(actor, spec)
         timeout_s = self._poll_timeout(request.query_params.get("timeout"))
         await self.start()
         connection_id = uuid.uuid4().hex
@@ -307,6 +315,11 @@ class RealtimeSSE:
             "subscriptionId": spec.subscription_id,
         }
         return respond(request, data, headers={"cache-control": "no-store"})
+
+    def _check_objects(self, actor: Actor, spec: SubscriptionSpec) -> None:
+        if self._require_read is not None:
+            for name in spec.objects:
+                self._require_read(actor, name)
 
     def _poll_timeout(self, raw: str | None) -> float:
         if raw is None:

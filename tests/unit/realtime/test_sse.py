@@ -18,9 +18,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 
-from objectos.api.sse import SSE_PATH, RealtimeSSE
+from objectos.api.sse import POLL_PATH, SSE_PATH, RealtimeSSE
 from objectos.data import Actor, DataEngine
-from objectos.errors import InvalidToken
+from objectos.errors import InvalidToken, PermissionDenied
 from objectos.realtime.feed import Backoff, NudgeOnCommit
 
 from .conftest import Desk
@@ -125,7 +125,7 @@ async def serve(desk: Desk, **options: Any) -> AsyncIterator[Server]:
         **options,
     )
     desk.data.hooks = NudgeOnCommit(sse.nudge)
-    app = Starlette(routes=[sse.route()], middleware=[Middleware(GZipMiddleware)])
+    app = Starlette(routes=[sse.route(), sse.poll_route()], middleware=[Middleware(GZipMiddleware)])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -329,6 +329,22 @@ async def test_bad_requests_get_the_error_envelope_before_any_stream(
         assert body["error"]["details"]["field"] == field
     assert "Traceback" not in response.text
     assert server.sse.open_streams == 0
+
+
+async def test_an_object_the_caller_may_not_read_is_refused_not_streamed(desk: Desk) -> None:
+    def require_read(actor: Any, object_name: str) -> None:
+        if object_name == "note":
+            raise PermissionDenied(f"no read access to {object_name}", details={"object": "note"})
+
+    async with serve(desk, require_read=require_read) as running:
+        refused = await running.get(objects="ticket,note")
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "permission_denied"
+        assert running.sse.open_streams == 0
+        polled = await running.client.get(
+            POLL_PATH, params={"objects": "note"}, headers={"authorization": "Bearer alice-token"}
+        )
+        assert polled.status_code == 403
 
 
 async def test_closing_a_stream_unsubscribes_it(server: Server, desk: Desk) -> None:
