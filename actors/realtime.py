@@ -723,18 +723,20 @@ class FeedNudge:
         if self._task is not None and not self._task.done():
             self._pending = True  # the call in flight may have been read already
             return
-        handle = self._handle
-        if handle is None:
+        if self._handle is None:
             now = time.monotonic()
             if now - self._looked_at < self.lookup_s:
                 return
             self._looked_at = now
-            handle = self._handle = get_change_feed()
-            if handle is None:
-                return
-        self._task = asyncio.get_running_loop().create_task(self._run(handle))
+        self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(self, handle: Any) -> None:
+    async def _run(self) -> None:
+        if self._handle is None:
+            # A GCS lookup: off the event loop, which is serving requests.
+            self._handle = await asyncio.to_thread(get_change_feed)
+            if self._handle is None:
+                return
+        handle = self._handle
         while True:
             self._pending = False
             try:
