@@ -304,8 +304,50 @@ def client_identity(scope: Scope, trusted_proxies: Iterable[Network] = ()) -> st
     return "ip:" + _client_address(scope, tuple(trusted_proxies))
 
 
+class FailedVerifications:
+    """Per address, how many bad credentials it may still have verified (a token bucket).
+
+    Verifying a credential costs a signature check or a database lookup (an API
+    key) *before* the request is counted. An address that keeps sending bad ones
+    (``burst``, refilled at ``rate`` per second) has its credentials counted against
+    its address unverified, so a flood of made-up keys costs buckets, not lookups.
+    Kept per replica, in memory, for at most ``max_addresses``.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: float = 20.0,
+        rate: float = 1.0,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, address: str) -> float:
+        level, at = self._buckets.get(address, (self.burst, self._clock()))
+        return min(self.burst, level + (self._clock() - at) * self.rate)
+
+    def may_verify(self, address: str) -> bool:
+        """Whether ``address`` has bad-credential allowance left."""
+        return self._level(address) >= 1.0
+
+    def failed(self, address: str) -> None:
+        """A credential from ``address`` did not verify."""
+        self._buckets[address] = (self._level(address) - 1.0, self._clock())
+        self._buckets.move_to_end(address)
+        while len(self._buckets) > self.max_addresses:
+            self._buckets.popitem(last=False)
+
+
 def verified_identity(
-    verify: Callable[[Request], Awaitable[None]], trusted_proxies: Iterable[str] = ()
+    verify: Callable[[Request], Awaitable[None]],
+    trusted_proxies: Iterable[str] = (),
+    failures: FailedVerifications | None = None,
 ) -> Identify:
     """An ``identify`` for :class:`RateLimit` that verifies the caller itself.
 
@@ -314,14 +356,20 @@ def verified_identity(
     (e.g. :meth:`objectos.api.auth.HubAuthenticator.remember`); it must not
     raise for a bad one. Then :func:`client_identity` decides: a verified
     principal has its own bucket, anything else counts against its address.
-    A request without credential headers costs no verification.
+    A request without credential headers costs no verification, nor does one
+    from an address that sent too many bad credentials lately (``failures``).
     """
     trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+    failures = failures if failures is not None else FailedVerifications()
 
     async def identify(scope: Scope) -> str:
         for name, _ in scope.get("headers") or ():
             if name in (b"authorization", b"x-api-key"):
-                await verify(Request(scope))
+                address = _client_address(scope, trusted)
+                if failures.may_verify(address):
+                    await verify(Request(scope))
+                    if (scope.get("state") or {}).get(AUTH_STATE) is None:
+                        failures.failed(address)
                 break
         return client_identity(scope, trusted)
 
@@ -455,6 +503,7 @@ def _under(path: str, prefix: str) -> bool:
 __all__ = [
     "AUTH_STATE",
     "BucketStore",
+    "FailedVerifications",
     "Grant",
     "Identify",
     "MemoryBucketStore",

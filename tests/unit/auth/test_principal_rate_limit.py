@@ -9,6 +9,7 @@ from one address, as they do behind Serve's ingress.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from objectos.api.auth import error_response
-from objectos.api.ratelimit import RateLimit, verified_identity
+from objectos.api.ratelimit import FailedVerifications, RateLimit, verified_identity
 from objectos.protocol.manifest import RateLimitRule, RateLimitSettings
 
 from .conftest import Hub, bearer
@@ -142,3 +143,31 @@ async def test_an_api_key_works_as_a_bearer_token(hub: Hub) -> None:
     response = await hub.me(bearer(key))
     assert response.status_code == 200, response.text
     assert response.json()["data"]["auth"]["method"] == "api_key"
+
+
+async def test_an_address_sending_bad_credentials_stops_being_verified() -> None:
+    verified: list[str] = []
+
+    async def verify(request: Request) -> None:  # every credential is bad
+        verified.append(request.headers["authorization"])
+
+    now = [0.0]
+    failures = FailedVerifications(burst=3, rate=1.0, clock=lambda: now[0])
+    identify = verified_identity(verify, failures=failures)
+
+    def scope(address: str, key: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "headers": [(b"authorization", f"Bearer oos_{key}".encode())],
+            "client": (address, 1234),
+            "state": {},
+        }
+
+    keys = [await identify(scope("203.0.113.9", f"made-up-{i}")) for i in range(10)]
+    assert set(keys) == {"ip:203.0.113.9"}
+    assert len(verified) == 3  # then counted against the address, unverified
+    assert await identify(scope("198.51.100.7", "other")) == "ip:198.51.100.7"
+    assert len(verified) == 4  # another address still gets its credentials checked
+    now[0] += 2.0  # allowance refills
+    await identify(scope("203.0.113.9", "again"))
+    assert len(verified) == 5
