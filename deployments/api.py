@@ -63,6 +63,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.factory import get_kernel
 from actors.hooks import KernelDataHooks
+from actors.process import set_process_niceness
 from actors.ratelimiter import RayBucketStore
 from actors.realtime import FeedNudge
 from actors.remote import RayServiceDirectory
@@ -658,7 +659,9 @@ class APIGateway:
     """Serve deployment: each replica builds the hub's Starlette app at init."""
 
     def __init__(self, hub: dict[str, Any]) -> None:
-        self.http = HubHTTP(HubManifest.model_validate(hub))
+        manifest = HubManifest.model_validate(hub)
+        set_process_niceness(manifest.serve.niceness)  # like the realtime processes
+        self.http = HubHTTP(manifest)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         return self.http.app()

@@ -278,6 +278,13 @@ class ServeSettings(ProtocolModel):
             "'Authorization: Bearer <API key of a service account>'."
         ),
     )
+    niceness: int | None = Field(
+        0,
+        ge=-20,
+        le=19,
+        description="Scheduling niceness of the HTTP replicas (Ray starts workers at 15, "
+        "below every other process on a shared node); null keeps Ray's.",
+    )
 
 
 class RealtimeRooms(ProtocolModel):
