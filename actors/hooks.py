@@ -14,10 +14,20 @@ the plugin reaches the client unchanged (a ValidationError stays a 400).
 
 After-hooks leave the request (ARCHITECTURE.md, "Hot paths stay in-process"):
 :meth:`KernelDataHooks.run_after` only queues the event, and one task per replica
-delivers the queue in order, each run of events for the same plugin host in one
-``run_hooks_batch`` call. A request therefore never waits for an after-hook, and
-a burst of writes costs one actor call per host per batch instead of one per
-write. The queue is bounded (``max_pending``): when plugins fall that far behind,
+delivers the queue in batches (up to ``max_batch`` events). A batch is split into
+one ordered list per plugin host, and the hosts get their lists concurrently, in
+``run_hooks_batch`` calls of at most ``max_call`` events each. A request therefore
+never waits for an after-hook, and a burst of writes costs one actor call per
+host per ``max_call`` events instead of one per write.
+
+**Order.** Each host sees its events in queue order: its calls are sent one after
+the other, and the next batch starts only when every host is done with this one.
+A call that exceeds ``timeout_s`` is cancelled (an async actor's task is
+cancelled like an asyncio task) and *waited for* until Ray reports it finished,
+so a host never runs two of our calls at once and a slow plugin cannot see events
+out of order; the rest of its list follows afterwards.
+
+The queue is bounded (``max_pending``): when plugins fall that far behind,
 ``run_after`` waits for room (backpressure) rather than dropping events.
 After-hooks cannot undo a committed write, so their errors are logged;
 :meth:`KernelDataHooks.flush` waits until everything queued so far was delivered.
@@ -32,6 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import ray
 from ray.exceptions import RayTaskError
 
 from actors.factory import get_kernel, get_plugin_host
@@ -47,6 +58,12 @@ def _unwrap(exc: RayTaskError) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
+def _cancel_call(call: Any) -> None:
+    """Cancel a host call that timed out (``ray.cancel``; anything else is left to run)."""
+    if isinstance(call, ray.ObjectRef):
+        ray.cancel(call)
+
+
 class KernelDataHooks:
     """DataHooks over the kernel's hook registry and plugin host actors."""
 
@@ -57,14 +74,32 @@ class KernelDataHooks:
         timeout_s: float = 30.0,
         max_pending: int = 10_000,
         max_batch: int = 500,
+        max_call: int = 50,
         clock: Callable[[], float] = time.monotonic,
+        registry: ServiceRegistry | None = None,
+        hosts: Callable[[str], Any | None] | None = None,
+        cancel: Callable[[Any], None] = _cancel_call,
     ) -> None:
         """``ttl_s``: how stale the local registry may get; ``timeout_s``: limit per host
-        call; ``max_pending`` after-events queued at most; ``max_batch`` per host call."""
+        call; ``max_pending`` after-events queued at most; ``max_batch`` events taken
+        from the queue at once; ``max_call`` after-events per ``run_hooks_batch`` call.
+
+        ``registry``: a fixed hook table, never refreshed from the kernel; ``hosts``
+        finds a plugin's host actor (None once it stopped; default: by its actor
+        name) and ``cancel`` cancels a
+        call that timed out (what ``.remote()`` returned). Embedded hubs and tests
+        use these; a replica keeps the defaults.
+        """
+        if max_batch < 1 or max_call < 1:
+            raise ValueError("max_batch and max_call must be at least 1")
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._clock = clock
-        self._registry: ServiceRegistry | None = None
+        self._fixed = registry is not None
+        self._hosts = hosts
+        self._cancel = cancel
+        self.max_call = max_call
+        self._registry: ServiceRegistry | None = registry
         self._token: str | None = None
         self._checked_at = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
@@ -96,6 +131,8 @@ class KernelDataHooks:
                 await self.refresh()
             except ValueError:
                 raise ServiceUnavailable("the kernel is not running") from None
+        elif self._fixed:
+            pass
         elif self._clock() - self._checked_at >= self.ttl_s and (
             self._refreshing is None or self._refreshing.done()
         ):
@@ -114,9 +151,12 @@ class KernelDataHooks:
         """``(plugin id, priority)`` of the plugins to call for ``event``, in order."""
         return (await self._current()).hooks_for(event)
 
+    def _host(self, plugin_id: str) -> Any | None:
+        return (self._hosts or get_plugin_host)(plugin_id)
+
     async def run_before(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         for plugin_id, _priority in await self.handlers(event):
-            host = get_plugin_host(plugin_id)
+            host = self._host(plugin_id)
             if host is None:
                 continue  # stopped since the table was fetched; its hooks are gone with it
             self.host_calls += 1
@@ -159,25 +199,51 @@ class KernelDataHooks:
                     queue.task_done()
 
     async def _deliver(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        """Hand ``batch`` (in order) to the hosts that hooked its events, one call per run."""
+        """Hand ``batch`` to the hosts that hooked its events: one ordered list per host."""
         registry = await self._current()
-        runs: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+        by_plugin: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for event, payload in batch:
             for plugin_id, _priority in registry.hooks_for(event):
-                if runs and runs[-1][0] == plugin_id:
-                    runs[-1][1].append((event, payload))
-                else:
-                    runs.append((plugin_id, [(event, payload)]))
-        for plugin_id, events in runs:
-            host = get_plugin_host(plugin_id)
-            if host is None:
-                continue  # stopped since the table was fetched; its hooks are gone with it
+                by_plugin.setdefault(plugin_id, []).append((event, payload))
+        await asyncio.gather(*(self._deliver_to(p, events) for p, events in by_plugin.items()))
+
+    async def _deliver_to(self, plugin_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """``events`` to one host, in order, ``max_call`` per call, one call at a time."""
+        host = self._host(plugin_id)
+        if host is None:
+            return  # stopped since the table was fetched; its hooks are gone with it
+        for start in range(0, len(events), self.max_call):
             self.host_calls += 1
+            call = host.run_hooks_batch.remote(events[start : start + self.max_call])
+            done: asyncio.Future[Any] = asyncio.ensure_future(call)
             try:
-                await asyncio.wait_for(host.run_hooks_batch.remote(events), self.timeout_s)
+                await asyncio.wait_for(asyncio.shield(done), self.timeout_s)
+            except TimeoutError:
+                logger.warning(
+                    "after-hooks of %s took over %.3g s; cancelling the call",
+                    plugin_id,
+                    self.timeout_s,
+                )
+                self._cancel(call)
+                await self._settle(plugin_id, done)
             except Exception as exc:
                 cause = _unwrap(exc) if isinstance(exc, RayTaskError) else exc
                 logger.warning("after-hooks of %s failed: %s", plugin_id, cause)
+
+    async def _settle(self, plugin_id: str, future: asyncio.Future[Any]) -> None:
+        """Wait until a cancelled call has really finished (so the next one cannot overtake it).
+
+        Ray answers a cancelled call once the host's task ended (TaskCancelledError),
+        or with ActorDiedError when the kernel restarts a wedged host; meanwhile this
+        host's later events wait, and the log says so every ``timeout_s``.
+        """
+        while True:
+            finished, _ = await asyncio.wait({future}, timeout=self.timeout_s)
+            if finished:
+                break
+            logger.warning("after-hooks of %s: still waiting for a cancelled call", plugin_id)
+        if not future.cancelled() and future.exception() is not None:
+            logger.debug("cancelled after-hooks of %s ended with %r", plugin_id, future.exception())
 
     async def close(self, *, flush_timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``flush_timeout_s``), then stop the background tasks."""

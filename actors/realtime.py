@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import ray
@@ -591,7 +591,12 @@ class RayRealtimeBackend:
         return self.records, columns
 
     async def subscribe(
-        self, spec: SubscriptionSpec, connection_id: str, actor: Actor
+        self,
+        spec: SubscriptionSpec,
+        connection_id: str,
+        actor: Actor,
+        *,
+        keep: Collection[str] = (),
     ) -> tuple[int, list[str]]:
         if self.records is not None:
             await self.records.ready()
@@ -607,8 +612,10 @@ class RayRealtimeBackend:
                 **self.room_options,
             )
         except BaseException as exc:
-            # Rooms that took their share before one refused must not keep it.
-            rooms = [record_room_name(name) for name in spec.objects]
+            # Rooms that took their share before one refused must not keep it; rooms
+            # of the subscription this one replaces (``keep``) hold it still.
+            kept = set(keep)
+            rooms = [r for r in map(record_room_name, spec.objects) if r not in kept]
             try:
                 await unsubscribe_records(
                     rooms, connection_id=connection_id, subscription_id=spec.subscription_id

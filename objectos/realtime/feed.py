@@ -38,6 +38,7 @@ gap between what it reads itself and what the feed pushes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -328,14 +329,25 @@ class NudgeOnCommit:
     """Data hooks that nudge a feed after every committed write, around optional inner hooks.
 
     ``nudge`` may be a plain function (``feed.nudge``) or return an awaitable (an
-    actor call). Nudges coalesce: while one is in flight, the writes that commit
-    meanwhile cause one more nudge after it, not one each.
+    actor call). The nudge is sent *before* the inner after-hooks run and is never
+    waited for by the write: inner hooks may take their time (a plugin's after-hook
+    queue applying backpressure) without delaying realtime delivery. An awaitable
+    nudge is awaited in a task this object owns; nudges coalesce: while one is in
+    flight, the writes that commit meanwhile cause one more nudge after it, not one
+    each. :meth:`close` waits for the nudge in flight (briefly), then closes the inner hooks.
     """
 
-    def __init__(self, nudge: Callable[[], Any], inner: DataHooks | None = None) -> None:
+    def __init__(
+        self,
+        nudge: Callable[[], Any],
+        inner: DataHooks | None = None,
+        *,
+        close_timeout_s: float = 5.0,
+    ) -> None:
         self._nudge = nudge
         self._inner = inner
-        self._in_flight = False
+        self._close_timeout_s = close_timeout_s
+        self._in_flight: asyncio.Task[None] | None = None
         self._pending = False
 
     async def run_before(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -345,34 +357,57 @@ class NudgeOnCommit:
         return await self._inner.run_before(event, payload)
 
     async def run_after(self, event: str, payload: dict[str, Any]) -> None:
-        """Run the inner after hooks, then nudge the feed for writes."""
+        """Nudge the feed for writes (without waiting for it), then run the inner after hooks."""
+        parts = event.split(".")
+        if len(parts) >= 2 and parts[1] in WRITE_HOOKS:
+            self._kick()
         if self._inner is not None:
             await self._inner.run_after(event, payload)
-        parts = event.split(".")
-        if len(parts) < 2 or parts[1] not in WRITE_HOOKS:
-            return
-        if self._in_flight:
+
+    def _kick(self) -> None:
+        if self._in_flight is not None and not self._in_flight.done():
             # The nudge in flight may already have been read: send one more after it.
             self._pending = True
             return
-        self._in_flight = True
+        result = self._send()
+        if result is not None:
+            self._in_flight = asyncio.get_running_loop().create_task(self._follow(result))
+
+    def _send(self) -> Awaitable[Any] | None:
+        """Nudge once; the awaitable to wait for, if the nudge returned one."""
+        self._pending = False
         try:
-            while True:
-                self._pending = False
-                result = self._nudge()
-                if inspect.isawaitable(result):
-                    try:
-                        await result
-                    except Exception as exc:
-                        # The write is committed; a lost nudge only delays delivery.
-                        logger.warning("nudging the change feed failed: %r", exc)
-                if not self._pending:
-                    return
-        finally:
-            self._in_flight = False
+            result = self._nudge()
+        except Exception as exc:
+            # The write is committed; a lost nudge only delays delivery.
+            logger.warning("nudging the change feed failed: %r", exc)
+            return None
+        return result if inspect.isawaitable(result) else None
+
+    async def _follow(self, result: Awaitable[Any]) -> None:
+        """Await a nudge in flight, then send the one the writes meanwhile asked for."""
+        while True:
+            try:
+                await result
+            except Exception as exc:
+                logger.warning("nudging the change feed failed: %r", exc)
+            if not self._pending:
+                return
+            following = self._send()
+            if following is None:
+                return
+            result = following
 
     async def close(self) -> None:
-        """Close the inner hooks if they can be closed (so this wraps them as a drop-in)."""
+        """Let the nudge in flight finish (up to ``close_timeout_s``), then close the inner hooks
+        if they can be closed (so this wraps them as a drop-in)."""
+        if self._in_flight is not None:
+            if not self._in_flight.done():
+                await asyncio.wait({self._in_flight}, timeout=self._close_timeout_s)
+                self._in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._in_flight
+            self._in_flight = None
         close = getattr(self._inner, "close", None)
         if close is not None:
             result = close()

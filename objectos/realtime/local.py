@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from objectos.data.actor import Actor
@@ -131,8 +131,15 @@ class LocalRealtimeBackend:
     # -- RealtimeBackend -------------------------------------------------------------------
 
     async def subscribe(
-        self, spec: SubscriptionSpec, connection_id: str, actor: Actor
+        self,
+        spec: SubscriptionSpec,
+        connection_id: str,
+        actor: Actor,
+        *,
+        keep: Collection[str] = (),
     ) -> tuple[int, list[str]]:
+        # One room, which checks a spec before it replaces the subscription with its
+        # id: a refused subscribe has nothing to undo and leaves the previous one as is.
         for name in spec.objects:
             self.permissions.engine.require(actor, name, "read")
         cursor = await self.room.subscribe(

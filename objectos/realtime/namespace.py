@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,9 +97,19 @@ class RealtimeBackend(Protocol):
     """Where subscriptions and presence live (record rooms and presence trackers)."""
 
     async def subscribe(
-        self, spec: SubscriptionSpec, connection_id: str, actor: Actor
+        self,
+        spec: SubscriptionSpec,
+        connection_id: str,
+        actor: Actor,
+        *,
+        keep: Collection[str] = (),
     ) -> tuple[int, list[str]]:
-        """Subscribe; return the cursor live delivery starts at and the rooms holding it."""
+        """Subscribe; return the cursor live delivery starts at and the rooms holding it.
+
+        ``keep``: the rooms of the subscription with this id that ``spec`` replaces. If
+        subscribing fails, a backend undoes what it did in other rooms only, so the
+        previous subscription keeps delivering (the client was told the subscribe failed).
+        """
         ...
 
     async def unsubscribe(
@@ -316,7 +326,9 @@ class RealtimeNamespace(socketio.AsyncNamespace):
         # Replayed events arrive before subscribe returns: let them through.
         session.pending.add(spec.subscription_id)
         try:
-            cursor, rooms = await self._backend.subscribe(spec, session.sid, session.actor)
+            cursor, rooms = await self._backend.subscribe(
+                spec, session.sid, session.actor, keep=tuple(previous or ())
+            )
         finally:
             session.pending.discard(spec.subscription_id)
         if self._sessions.get(session.sid) is not session:  # disconnected meanwhile

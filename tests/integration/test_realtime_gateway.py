@@ -356,6 +356,39 @@ async def test_bad_requests_get_error_acks_and_the_connection_lives_on(hub: Hub)
     await refused.disconnect()
 
 
+async def test_a_refused_resubscribe_leaves_the_previous_subscription_working(hub: Hub) -> None:
+    client = await hub.client("east_rep")
+    await client.subscribe("s", ["account"])
+    # The opportunity room takes the new spec, then the account room refuses it (stage
+    # is an opportunity field): only the opportunity room may be undone.
+    refused = await client.call(
+        "subscribe",
+        {
+            "subscriptionId": "s",
+            "objects": ["opportunity", "account"],
+            "filter": {"stage": "prospecting"},
+        },
+    )
+    assert refused["ok"] is False and refused["error"]["details"]["field"] == "stage", refused
+    ahead = await client.call(
+        "subscribe", {"subscriptionId": "s", "objects": ["account"], "since": 10**12}
+    )
+    assert ahead["ok"] is False and ahead["error"]["details"]["field"] == "since", ahead
+
+    account = hub.create("admin", "account", {"name": unique("Kept")})
+    hub.create(
+        "east_rep",
+        "opportunity",
+        {"name": unique("Deal"), "account": account["id"], "stage": "prospecting"},
+    )
+    marker = hub.create("admin", "account", {"name": unique("Marker")})
+    await eventually(lambda: any(e["recordId"] == marker["id"] for e in client.events))
+    assert [(e["subscriptionId"], e["object"], e["recordId"]) for e in client.events] == [
+        ("s", "account", account["id"]),
+        ("s", "account", marker["id"]),
+    ]
+
+
 # ---------------------------------------------------------------------- catch-up
 
 

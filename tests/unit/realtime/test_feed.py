@@ -281,8 +281,48 @@ async def test_nudges_that_arrive_while_one_is_in_flight_coalesce_into_one_more(
         await hooks.run_after("data.afterUpdate.ticket", {})
     release.set()
     await first
+    await hooks.close()  # waits for the nudge in flight and the one it owes
 
     assert nudges == [0, 1]
+
+
+async def test_the_nudge_does_not_wait_behind_inner_after_hooks() -> None:
+    room = asyncio.Event()  # the inner hooks' queue is full until this is set
+    queued: list[str] = []
+    nudged = asyncio.Event()
+
+    class Backpressure:
+        async def run_before(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+            return payload
+
+        async def run_after(self, event: str, payload: dict[str, Any]) -> None:
+            await room.wait()
+            queued.append(event)
+
+    hooks = NudgeOnCommit(nudged.set, Backpressure())
+    write = asyncio.create_task(hooks.run_after("data.afterInsert.ticket", {}))
+
+    await asyncio.wait_for(nudged.wait(), 5)  # nudged while the inner hooks still wait
+    assert queued == [] and not write.done()
+    room.set()
+    await write
+    assert queued == ["data.afterInsert.ticket"]
+
+
+async def test_a_nudge_in_flight_never_delays_the_write() -> None:
+    release = asyncio.Event()
+    nudges: list[str] = []
+
+    async def slow_nudge() -> None:
+        nudges.append("nudge")
+        await release.wait()
+
+    hooks = NudgeOnCommit(slow_nudge)
+    await asyncio.wait_for(hooks.run_after("data.afterInsert.ticket", {}), 5)
+    await asyncio.sleep(0)
+    assert nudges == ["nudge"]  # sent, still in flight, and the write went on
+    release.set()
+    await hooks.close()
 
 
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:

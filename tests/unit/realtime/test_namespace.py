@@ -196,6 +196,42 @@ async def test_bad_requests_are_answered_and_the_connection_survives(server: Ser
         await refused.connect(server.url, namespaces=[NS], auth={"token": "mallory"})
 
 
+async def test_a_refused_resubscribe_leaves_the_previous_subscription_working(
+    server: Server,
+) -> None:
+    async with server.client("eve") as eve:
+        ack = await eve.call("subscribe", {"subscriptionId": "s", "objects": ["account"]})
+        assert ack["ok"], ack
+        # stage is an opportunity field: the account part of the new spec is refused,
+        # after the opportunity part was accepted.
+        refused = await eve.call(
+            "subscribe",
+            {
+                "subscriptionId": "s",
+                "objects": ["opportunity", "account"],
+                "filter": {"stage": "prospecting"},
+            },
+        )
+        assert refused["ok"] is False and refused["error"]["details"]["field"] == "stage", refused
+        ahead = await eve.call(
+            "subscribe", {"subscriptionId": "s", "objects": ["account"], "since": 10**9}
+        )
+        assert ahead["ok"] is False and ahead["error"]["details"]["field"] == "since", ahead
+
+        account = await server.data.insert("account", {"name": "Acme", "owner": "eve"}, actor=SEED)
+        await server.data.insert(
+            "opportunity",
+            {"name": "Deal", "account": account["id"], "stage": "prospecting", "owner": "eve"},
+            actor=SEED,
+        )
+        marker = await server.data.insert("account", {"name": "Marker", "owner": "eve"}, actor=SEED)
+        await until(lambda: any(e["recordId"] == marker["id"] for e in eve.events))
+        assert [(e["subscriptionId"], e["object"], e["recordId"]) for e in eve.events] == [
+            ("s", "account", account["id"]),
+            ("s", "account", marker["id"]),
+        ]
+
+
 async def test_presence_lists_a_user_once_and_disconnects_clean_up(server: Server) -> None:
     async with server.client("wes") as wes:
         async with server.client("eve") as tab1, server.client("eve") as tab2:
