@@ -290,7 +290,9 @@ class HubRecordAccess:
     permission on the object, record or field refuses the connection; read
     without edit (of the field or the record) is read-only; edit is read-write.
     Dev-mode principals (a shared token, not a user) keep what the token grants.
-    Pickles as configuration.
+    Pickles as configuration. The gateway hands it its own ``records`` (one
+    engine, role directory and metadata check per gateway, see
+    :meth:`GatewayActor.__init__`); :meth:`aclose` closes them.
     """
 
     def __init__(self, records: HubRecordPermissions, database_url: str) -> None:
@@ -336,9 +338,26 @@ class HubRecordAccess:
         return found
 
     async def aclose(self) -> None:
+        """Release the database and the record permissions (idempotent)."""
         database, self._database, self._data = self._database, None, None
         if database is not None:
             await database.dispose()
+        await self.records.aclose()
+
+
+def share_records(authorize: Any, records: HubRecordPermissions | None) -> bool:
+    """Hand ``records`` to the :class:`HubRecordAccess` of ``authorize``, if it has one.
+
+    The gateway and its authorizer arrive as separate Ray arguments, so each
+    holds its own copy of the hub's record permissions; sharing one means one
+    engine, role directory, database engine and metadata check per gateway.
+    True when shared: the authorizer's ``aclose`` then closes ``records``.
+    """
+    access = getattr(authorize, "record_access", None)
+    if records is None or not isinstance(access, HubRecordAccess):
+        return False
+    access.records = records
+    return True
 
 
 READER = Actor.system_actor("realtime")
@@ -462,7 +481,9 @@ class GatewayActor:
         ``settings.port + index``.
 
         ``records``: the hub's record permissions, for ``/realtime`` subscriptions
-        (without them subscribing is refused; presence still works).
+        (without them subscribing is refused; presence still works). A
+        :class:`HubRecordAccess` in ``authorize`` is given these same ``records``
+        (they arrived as a separate copy), so the gateway builds one engine.
         """
         self.node_id = node_id
         self.name = factory.gateway_actor_name(node_id, index)
@@ -480,6 +501,8 @@ class GatewayActor:
             authorize = DocumentAuthorizer(
                 SharedTokenIdentity(self.settings.dev_token, self.settings.dev_read_token)
             )
+        #: Whether the authorizer's HubRecordAccess owns (and closes) ``records``.
+        self._records_shared = share_records(authorize, records)
         self.authorize = authorize
         self.rooms = RayRoomDirectory(
             self.name, ray.get_runtime_context().current_actor, self.settings.rooms
@@ -618,9 +641,9 @@ class GatewayActor:
             await asyncio.wait_for(asyncio.shield(self._serving), timeout_s)
         await self.rooms.close()
         await self.realtime.close()
-        if self.records is not None:
+        if self.records is not None and not self._records_shared:
             await self.records.aclose()
-        close = getattr(self.authorize, "aclose", None)
+        close = getattr(self.authorize, "aclose", None)  # closes shared ``records``
         if close is not None:
             await close()
 
@@ -668,4 +691,5 @@ __all__ = [
     "RecordDocument",
     "SharedTokenIdentity",
     "principal_actor",
+    "share_records",
 ]

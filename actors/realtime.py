@@ -276,6 +276,12 @@ class SubscriptionRoomActor:
             await self._feed.unregister.remote(self.name)
         except Exception as exc:  # the feed forgets us anyway once we are gone
             logger.info("room %s could not unregister: %r", self.name, exc)
+        close = getattr(self._visibility, "aclose", None)  # metadata check, role directory
+        if close is not None:
+            try:
+                await close()
+            except Exception as exc:
+                logger.info("room %s could not close its permissions: %r", self.name, exc)
         ray.actor.exit_actor()
 
 

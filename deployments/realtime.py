@@ -35,7 +35,7 @@ token or an API key; in *dev mode* (``auth: dev``) the shared realtime token:
       auth: hub                # hub | dev
       devToken: null           # read-write token (dev mode)
       devReadToken: null       # read-only token (dev mode)
-      rooms: {idleTimeoutS: 60, maxRooms: 1000, compactEvery: 500, sweepIntervalS: 5,
+      rooms: {idleTimeoutS: 60, maxRooms: 100,  compactEvery: 500, sweepIntervalS: 5,
               awarenessTimeoutS: 30}
 """
 

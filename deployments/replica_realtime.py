@@ -5,8 +5,8 @@
 runs (until then both answer 503 like the data routes):
 
 - the change feed tails the replica's change log and is nudged by the replica's own
-  commits (another replica's commits are seen at the feed's next idle poll, 2 s at
-  most);
+  commits (another replica's commits are seen at the feed's next idle poll,
+  ``IDLE_MAX_S`` = 0.25 s at most);
 - callers authenticate like REST (bearer token or API key; ``access_token`` in the
   query for ``EventSource``, which cannot send headers);
 - each subscriber gets only the records and fields it may read, decided by

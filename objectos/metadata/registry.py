@@ -8,10 +8,14 @@ Engines read objects from it; the REST layer serves
 :meth:`MetadataRegistry.reload` re-reads the files; when they are broken it
 raises and keeps serving the previous, consistent metadata. Loading reads
 files, so from async code call it as ``await asyncio.to_thread(registry.reload)``.
+:meth:`MetadataRegistry.files_fingerprint` is the cheap way to notice that the
+files changed (a ``stat`` per file, nothing parsed): processes that follow the
+metadata on their own poll it and reload when it moves.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,7 @@ from objectos.metadata.loader import (
     MetadataItem,
     MetadataSnapshot,
     load_metadata,
+    metadata_files,
     snapshot_of_objects,
 )
 from objectos.metadata.relations import Relation, relations_of, summary_link
@@ -144,6 +149,10 @@ class MetadataRegistry:
             raise ObjectNotFound(f"{child!r} is not a child of {parent!r}")
         return link
 
+    def files_fingerprint(self) -> str:
+        """:func:`files_fingerprint` of this registry's roots ("" without roots)."""
+        return files_fingerprint(self._roots)
+
     def reload(self) -> MetadataChanges:
         """Re-read the roots; return what changed. On errors raise and keep the old state."""
         if not self._roots:
@@ -158,4 +167,22 @@ class MetadataRegistry:
         return changes
 
 
-__all__ = ["MetadataChanges", "MetadataRegistry", "diff_snapshots"]
+def files_fingerprint(roots: Iterable[str | Path]) -> str:
+    """A token that changes when a metadata file under ``roots`` is added, removed,
+    renamed or rewritten: path, size and modification time of each, nothing parsed.
+    Empty without roots. Reads the file system: from async code,
+    ``await asyncio.to_thread(files_fingerprint, roots)``."""
+    paths = [Path(root) for root in roots]
+    if not paths:
+        return ""
+    digest = hashlib.sha256()
+    for path, _ in metadata_files(root for root in paths if root.is_dir()):
+        try:
+            stat = path.stat()
+        except OSError:  # removed while we looked: the next check sees it gone
+            continue
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+__all__ = ["MetadataChanges", "MetadataRegistry", "diff_snapshots", "files_fingerprint"]

@@ -24,12 +24,19 @@ record is treated as unreadable. Anything the engine refuses to answer
 actors are given: the metadata directories, from which each process builds its
 own engine on first use (a compiled engine holds SQLAlchemy objects and caches
 that are not worth shipping between processes); in a running hub with the
-identity store's role directory, like the REST replicas.
+identity store's role directory, like the REST replicas. Once built it follows
+the metadata files: every ``reload_check_s`` it compares their
+:func:`~objectos.metadata.registry.files_fingerprint` (a ``stat`` per file) with
+the one it loaded and reloads the registry when they differ, so tightened
+permission sets, RLS, FLS or sharing apply to live subscriptions, record rooms
+and record documents without a restart (the engine and the predicate cache
+recompile on the registry's version).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,7 +50,7 @@ from objectos.errors import (
     RecordNotFound,
     ServiceUnavailable,
 )
-from objectos.metadata.registry import MetadataRegistry
+from objectos.metadata.registry import MetadataRegistry, files_fingerprint
 from objectos.realtime.matcher import RecordMatcher, compile_matcher
 from objectos.realtime.yjs.protocol import Access
 from objectos.security.permissions import Action, PermissionEngine
@@ -218,6 +225,12 @@ class HubRecordPermissions:
     roles of other users from the identity store, refreshed in the background),
     so the role hierarchy and role-targeted sharing rules decide as in REST;
     without one, only the caller's own roles are known (tests, embedded use).
+
+    After :meth:`ready`, a task of this process checks the metadata files every
+    ``reload_check_s`` and reloads the registry when they changed (broken files
+    are logged and the previous metadata stays, as in REST); :meth:`aclose`
+    stops it. The synchronous :attr:`permissions` (no database) does not follow
+    the files until :meth:`ready` was awaited.
     """
 
     def __init__(
@@ -225,31 +238,58 @@ class HubRecordPermissions:
         metadata_dirs: Sequence[str],
         database_url: str | None = None,
         data_dir: str | None = None,
+        *,
+        reload_check_s: float = 5.0,
     ) -> None:
         self.metadata_dirs = [str(d) for d in metadata_dirs]
         self.database_url = database_url
         self.data_dir = data_dir
+        self.reload_check_s = reload_check_s
         self._permissions: RecordPermissions | None = None
         self._hub: Any = None
         self._starting: asyncio.Task[RecordPermissions] | None = None
+        self._following: asyncio.Task[None] | None = None
+        self._fingerprint: str | None = None  # of the files the registry was loaded from
+        self._closed = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_permissions": None, "_hub": None, "_starting": None}
+        return {
+            **self.__dict__,
+            "_permissions": None,
+            "_hub": None,
+            "_starting": None,
+            "_following": None,
+            "_fingerprint": None,
+            "_closed": False,
+        }
 
     async def ready(self) -> RecordPermissions:
-        """Build this process's engine (once; concurrent callers share the build)."""
+        """Build this process's engine (once; concurrent callers share the build).
+
+        A cancelled caller leaves the build running for the others; only a
+        build that failed lets the next call try again.
+        """
         if self._permissions is not None:
+            self._follow()
             return self._permissions
-        if self._starting is None:
-            self._starting = asyncio.get_running_loop().create_task(self._start())
-        try:
-            return await asyncio.shield(self._starting)
-        except BaseException:
+        starting = self._starting
+        if starting is None:
+            starting = asyncio.get_running_loop().create_task(self._start())
+            starting.add_done_callback(self._started)
+            self._starting = starting
+        return await asyncio.shield(starting)
+
+    def _started(self, task: asyncio.Task[RecordPermissions]) -> None:
+        # exception() also marks a failure as retrieved (no "never retrieved" warning).
+        failed = task.cancelled() or task.exception() is not None
+        if failed and self._starting is task:
             self._starting = None  # the next call tries again
-            raise
 
     async def _start(self) -> RecordPermissions:
+        # Fingerprinted before loading: a change during the load is reloaded later.
+        fingerprint = await asyncio.to_thread(files_fingerprint, self.metadata_dirs)
         registry = await asyncio.to_thread(MetadataRegistry.load, self.metadata_dirs)
+        self._fingerprint = fingerprint
         if self.database_url is None:
             engine = PermissionEngine.from_registry(registry)
         else:
@@ -261,7 +301,35 @@ class HubRecordPermissions:
             )
             engine = self._hub.engine
         self._permissions = RecordPermissions(engine)
+        self._follow()
         return self._permissions
+
+    def _follow(self) -> None:
+        """Start following the metadata files (once per process, in the running loop)."""
+        if self._following is None and self._permissions is not None and not self._closed:
+            self._following = asyncio.get_running_loop().create_task(
+                self._follow_metadata(self._permissions.engine.registry)
+            )
+
+    async def _follow_metadata(self, registry: MetadataRegistry) -> None:
+        fingerprint = self._fingerprint
+        while True:
+            await asyncio.sleep(self.reload_check_s)
+            try:
+                current = await asyncio.to_thread(registry.files_fingerprint)
+            except Exception:
+                logger.warning("cannot check the metadata files", exc_info=True)
+                continue
+            if current == fingerprint:
+                continue
+            fingerprint = current  # broken files are not re-read until they change again
+            try:
+                changes = await asyncio.to_thread(registry.reload)
+            except Exception:  # keep the metadata we have, as REST does
+                logger.warning("metadata reload failed; keeping the previous", exc_info=True)
+                continue
+            if changes:
+                logger.info("record permissions follow the reloaded metadata: %s", changes)
 
     @property
     def permissions(self) -> RecordPermissions:
@@ -275,6 +343,7 @@ class HubRecordPermissions:
                 raise ServiceUnavailable(
                     "record permissions are still loading", details={"service": "permissions"}
                 )
+            self._fingerprint = files_fingerprint(self.metadata_dirs)
             registry = MetadataRegistry.load(self.metadata_dirs)
             self._permissions = RecordPermissions(PermissionEngine.from_registry(registry))
         return self._permissions
@@ -294,7 +363,19 @@ class HubRecordPermissions:
         return self.permissions.readable_fields(actor, object_name)
 
     async def aclose(self) -> None:
-        """Stop the role directory's refresh (if this process started one)."""
+        """Stop following the metadata and the role directory's refresh (if this
+        process started them). Safe to call more than once."""
+        self._closed = True
+        starting = self._starting
+        if starting is not None and not starting.done():
+            # A build still running would start a role directory after this returned.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
+        following, self._following = self._following, None
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         hub, self._hub = self._hub, None
         if hub is not None:
             await hub.aclose()

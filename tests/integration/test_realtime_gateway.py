@@ -25,7 +25,15 @@ from typing import Any
 import httpx
 import pytest
 import socketio
-from conftest import CRM_USERS, api_as, data_plugin_entry, hub_manifest, sign_in, wait_until
+from conftest import (
+    CRM_METADATA,
+    CRM_USERS,
+    api_as,
+    data_plugin_entry,
+    hub_manifest,
+    sign_in,
+    wait_until,
+)
 
 NS = "/realtime"
 SLOW_S = 60.0  # bound for any single step on the shared machine
@@ -122,7 +130,14 @@ async def eventually(probe: Any, within_s: float = SLOW_S) -> Any:
 
 
 class Hub:
-    def __init__(self, serve_url: str, gateways: list[dict[str, Any]], hub: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        serve_url: str,
+        gateways: list[dict[str, Any]],
+        hub: dict[str, Any],
+        metadata: Path,
+    ) -> None:
+        self.metadata = metadata  # the gateways' metadata directory (a copy)
         self.gateway = gateways[0]  # the node's first gateway; the second listens next to it
         self.gateways = gateways
         self.url = self.gateway["url"]
@@ -180,7 +195,13 @@ def realtime_hub(
 
     from actors.factory import get_or_create_kernel, get_plugin_host
     from actors.kernel import KV_NAMESPACE
-    from deployments.realtime import ensure_gateways, realtime_settings, stop_realtime
+    from deployments.realtime import (
+        ensure_gateways,
+        hub_database_url,
+        realtime_settings,
+        stop_realtime,
+    )
+    from objectos.realtime.permissions import HubRecordPermissions
 
     ray = ray_session
     plugins = {"com.objectos.data": data_plugin_entry(serve_hub)}
@@ -197,8 +218,20 @@ def realtime_hub(
         settings = realtime_settings(
             serve_hub, port=0, per_node=2, presence_timeout_s=6.0, record_room_idle_s=60.0
         )
-        gateways = sorted(ensure_gateways(serve_hub, settings=settings), key=lambda g: g["port"])
-        yield Hub(serve_url, gateways, serve_hub)
+        # The realtime side reads its own copy of the sample metadata, which one test edits.
+        metadata = tmp_path_factory.mktemp("realtime") / "metadata"
+        shutil.copytree(CRM_METADATA, metadata)
+        hub = {**serve_hub, "metadata": [str(metadata)]}
+        records = HubRecordPermissions(
+            [str(metadata)],
+            hub_database_url(hub),
+            str(hub.get("dataDir") or "."),
+            reload_check_s=0.5,
+        )
+        gateways = sorted(
+            ensure_gateways(hub, settings=settings, records=records), key=lambda g: g["port"]
+        )
+        yield Hub(serve_url, gateways, hub, metadata)
     finally:
         stop_realtime()
         with contextlib.suppress(Exception):
@@ -730,3 +763,70 @@ async def test_write_to_event_latency(hub: Hub) -> None:
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
     print(f"\nwrite -> event after the REST response: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     assert [e["record"]["description"] for e in client.events] == [str(n) for n in range(writes)]
+
+
+# ------------------------------------------------------------------ metadata reloads
+
+REPS_SEE_DEALS = (
+    "opportunity: {allowCreate: true, allowRead: true, allowEdit: true, allowDelete: true}"
+)
+REPS_SEE_NO_DEALS = (
+    "opportunity: {allowCreate: false, allowRead: false, allowEdit: false, allowDelete: false}"
+)
+
+
+async def test_tightened_permissions_apply_to_live_subscriptions_without_a_restart(
+    hub: Hub,
+) -> None:
+    """The record rooms and the gateway follow the metadata files (checked every 0.5 s
+    here): a rep's live subscription stops receiving deals once reps may not read them,
+    and presence in a deal's room is refused -- no restart, no resubscribe."""
+    rep_file = hub.metadata / "security" / "sales_rep.permission.yml"
+    original = rep_file.read_text()
+    assert REPS_SEE_DEALS in original
+    account = hub.create("admin", "account", {"name": unique("Reload")})
+    deal = hub.create(
+        "east_rep",
+        "opportunity",
+        {"name": unique("Reload deal"), "account": account["id"], "stage": "prospecting"},
+    )
+    east = await hub.client("east_rep")
+    admin = await hub.client("admin")
+    for client in (east, admin):
+        await client.subscribe("reload", ["opportunity"], events=["record.*"])
+    versions = iter(range(1, 1000))
+
+    def update() -> str:
+        text = f"v{next(versions)}"
+        hub.update("admin", "opportunity", deal["id"], {"description": text})
+        return text
+
+    def saw(client: Client, text: str) -> bool:
+        return any(
+            e["recordId"] == deal["id"] and (e.get("record") or {}).get("description") == text
+            for e in client.events
+        )
+
+    async def delivered(text: str) -> bool:
+        """Whether the rep got ``text`` (judged once the admin did, plus a margin)."""
+        await eventually(lambda: saw(admin, text))
+        await asyncio.sleep(1.0)
+        return saw(east, text)
+
+    assert await delivered(update())
+    try:
+        rep_file.write_text(original.replace(REPS_SEE_DEALS, REPS_SEE_NO_DEALS))
+        deadline = time.monotonic() + SLOW_S
+        while await delivered(update()):
+            assert time.monotonic() < deadline, "the rep still gets deals"
+        assert not await delivered(update())  # and it stays so
+        refused = await east.call("presence:join", {"room": f"opportunity/{deal['id']}"})
+        assert refused["ok"] is False, refused
+        assert refused["error"]["code"] == "permission_denied", refused
+    finally:
+        rep_file.write_text(original)
+    # Loosened again: the same subscription receives deals again.
+    deadline = time.monotonic() + SLOW_S
+    while not await delivered(update()):
+        assert time.monotonic() < deadline, "the rep never gets deals again"
+    assert (await east.call("presence:join", {"room": f"opportunity/{deal['id']}"}))["ok"]
