@@ -64,6 +64,7 @@ from objectos.realtime.subscriptions import (
     RecordVisibility,
     SubscriptionRoom,
     SubscriptionSpec,
+    compile_filters,
 )
 
 logger = logging.getLogger("objectos.actors.realtime")
@@ -594,6 +595,9 @@ class RayRealtimeBackend:
         for name in spec.objects:
             engine.require(actor, name, "read")  # ObjectNotFound, PermissionDenied
             columns[name] = self.records.columns(name)
+        # The filter is checked here, for every object, before any room is asked: a
+        # subscription one room would refuse must not be half taken by the others.
+        compile_filters(spec, actor, self.records, columns)
         return self.records, columns
 
     async def subscribe(

@@ -328,6 +328,50 @@ class _Change:
         return view
 
 
+def compile_filters(
+    spec: SubscriptionSpec,
+    actor: Actor,
+    visibility: RecordVisibility,
+    columns: Mapping[str, Mapping[str, ColumnInfo]] | None,
+    *,
+    field_sets: dict[frozenset[str], frozenset[str]] | None = None,
+) -> tuple[dict[str, RecordMatcher], dict[str, frozenset[str]]]:
+    """The filter of ``spec`` compiled per object, and the fields ``actor`` may read.
+
+    Raises what a refused subscription answers: ObjectNotFound (an object not in
+    ``columns``), InvalidFilter / InvalidField (a bad filter, or one naming a field the
+    actor may not read). A gateway calls it before asking any room, so a subscription
+    that one room would refuse touches none; rooms call it again for themselves.
+    ``field_sets`` interns the readable sets: subscribers with the same fields then
+    share one view of each change.
+    """
+    matchers: dict[str, RecordMatcher] = {}
+    readable: dict[str, frozenset[str]] = {}
+    for name in sorted(frozenset(spec.objects)):
+        typed = None
+        if columns is not None:
+            known = columns.get(name)
+            if known is None:
+                raise ObjectNotFound(f"object {name!r} does not exist", details={"object": name})
+            typed = known
+        fields = frozenset(visibility.readable_fields(actor, name))
+        if field_sets is not None:
+            fields = field_sets.setdefault(fields, fields)
+        readable[name] = fields
+        if typed is not None:
+            typed = {k: v for k, v in typed.items() if k in fields}
+        matcher = compile_matcher(spec.filter, typed)
+        if typed is None and not matcher.fields <= fields:
+            # Untyped: still refuse what the actor may not read, as REST does.
+            hidden = sorted(matcher.fields - fields)
+            raise InvalidField(
+                f"Unknown field {hidden[0]!r} in filter",
+                details={"field": hidden[0], "reason": "unknown field", "usage": "filter"},
+            )
+        matchers[name] = matcher
+    return matchers, readable
+
+
 Register = Callable[[frozenset[str]], Awaitable[Registration]]
 """``await register(objects)``: make the feed push changes of ``objects`` to this room."""
 
@@ -459,32 +503,9 @@ class SubscriptionRoom:
                 f"names {', '.join(others)}, which room {self.name} does not serve",
                 objects=others,
             )
-        matchers: dict[str, RecordMatcher] = {}
-        readable: dict[str, frozenset[str]] = {}
-        for name in sorted(objects):
-            columns = None
-            if self._columns is not None:
-                known = self._columns.get(name)
-                if known is None:
-                    raise ObjectNotFound(
-                        f"object {name!r} does not exist", details={"object": name}
-                    )
-                columns = known
-            fields = frozenset(self._visibility.readable_fields(actor, name))
-            # Interned: subscribers with the same fields share one view per change.
-            fields = self._field_sets.setdefault(fields, fields)
-            readable[name] = fields
-            if columns is not None:
-                columns = {k: v for k, v in columns.items() if k in fields}
-            matcher = compile_matcher(spec.filter, columns)
-            if columns is None and not matcher.fields <= fields:
-                # Untyped: still refuse what the actor may not read, as REST does.
-                hidden = sorted(matcher.fields - fields)
-                raise InvalidField(
-                    f"Unknown field {hidden[0]!r} in filter",
-                    details={"field": hidden[0], "reason": "unknown field", "usage": "filter"},
-                )
-            matchers[name] = matcher
+        matchers, readable = compile_filters(
+            spec, actor, self._visibility, self._columns, field_sets=self._field_sets
+        )
         return _Subscriber(
             connection_id=connection_id,
             subscription_id=spec.subscription_id,
@@ -758,5 +779,6 @@ __all__ = [
     "Register",
     "SubscriptionRoom",
     "SubscriptionSpec",
+    "compile_filters",
     "parse_cursor",
 ]

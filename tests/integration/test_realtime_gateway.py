@@ -422,6 +422,24 @@ async def test_a_refused_resubscribe_leaves_the_previous_subscription_working(hu
     ]
 
 
+async def test_a_refused_resubscribe_leaves_no_room_with_the_new_filter(hub: Hub) -> None:
+    client = await hub.client("east_rep")
+    await client.subscribe("both", ["account", "opportunity"])
+    # industry is an account field: the account room would take this filter, the
+    # opportunity room refuses it; the gateway checks it first, so neither changes.
+    refused = await client.call(
+        "subscribe",
+        {
+            "subscriptionId": "both",
+            "objects": ["account", "opportunity"],
+            "filter": {"industry": "retail"},
+        },
+    )
+    assert refused["ok"] is False and refused["error"]["details"]["field"] == "industry", refused
+    other = hub.create("admin", "account", {"name": unique("Not retail"), "industry": "technology"})
+    await eventually(lambda: any(e["recordId"] == other["id"] for e in client.events))
+
+
 # ---------------------------------------------------------------------- catch-up
 
 
