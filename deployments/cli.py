@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deployments.ports import free_port, port_free
 from objectos.errors import ObjectOSError
 from objectos.kernel.loader import CheckedHub, check_hub, load_hub
 from objectos.protocol.manifest import HubManifest
@@ -78,12 +79,6 @@ def _fail(exc: ObjectOSError) -> int:
         for fe in exc.field_errors:
             print(f"  - {fe.field}: {fe.message}", file=sys.stderr)
     return EXIT_BAD_INPUT
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class HubState:
@@ -272,16 +267,6 @@ def _wait_http(url: str, timeout_s: float) -> int:
     return status
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
@@ -296,7 +281,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     state = state_file.read() or {}
     address = args.address
     reusing = bool(state.get("startedRay") and _pid_alive(int(state.get("rayPid", 0))))
-    if not reusing and not _port_free(host, port):
+    if not reusing and not port_free(host, port):
         print(f"error: {host}:{port} is already in use (choose --port)", file=sys.stderr)
         return EXIT_BAD_INPUT
     realtime = hub.realtime
@@ -305,7 +290,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for index in range(realtime.gatewaysPerNode)
         if realtime.enabled
         and realtime.port
-        and not _port_free(realtime.host, realtime.port + index)
+        and not port_free(realtime.host, realtime.port + index)
     ]
     if busy and not reusing:
         print(

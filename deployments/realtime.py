@@ -46,7 +46,6 @@ import json
 import os
 import random
 import secrets
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ from actors.gateway import (
     SharedTokenIdentity,
 )
 from actors.room import RoomSettings
+from deployments.ports import free_ports
 from objectos.errors import ConfigError, FieldError, ManifestError
 from objectos.protocol._base import ProtocolModel
 from objectos.protocol.loading import validate_model
@@ -161,7 +161,7 @@ def realtime_settings(hub: HubManifest | Mapping[str, Any], **overrides: Any) ->
     rooms.update(overrides.pop("rooms", None) or {})
     values.update(overrides)
     if values.get("port") == 0:
-        values["port"] = _free_ports(values.get("host", "127.0.0.1"), values.get("per_node", 1))
+        values["port"] = free_ports(values.get("host", "127.0.0.1"), values.get("per_node", 1))
     if values.get("auth") == "dev":
         if not values.get("dev_token"):
             values["dev_token"] = os.environ.get(TOKEN_ENV) or dev_token(_as_mapping(hub))
@@ -347,32 +347,6 @@ def stop_realtime(timeout_s: float = 30.0) -> dict[str, Any]:
                 ray.kill(handle, no_restart=True)
                 stopped.append(name)
     return {"gateways": stopped_gateways, "rooms": passivated, "records": stopped}
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _free_ports(host: str, count: int) -> int:
-    """The first of ``count`` consecutive free ports (one gateway per port)."""
-    for _ in range(100):
-        first = _free_port(host)
-        if first + count - 1 <= 65535 and all(_port_free(host, first + i) for i in range(1, count)):
-            return first
-    raise ConfigError(f"no {count} consecutive free ports on {host}")
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _kv_key(gateway_name: str) -> str:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests" / "integration"
+INTEROP_DIR = ROOT / "tests" / "interop"
 
 
 def free_port() -> int:
@@ -281,3 +284,26 @@ def serve_url(
     # No serve.shutdown(): in HAProxy mode it waits out a 30 s drain, and
     # ray.shutdown() at the end of the session stops Serve with everything else.
     yield url
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """``tests/interop/node_modules`` with the stock npm clients (``npm ci`` once); skips
+    without Node."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not found on PATH: the stock-client tests need Node 20+")
+    modules = INTEROP_DIR / "node_modules"
+    if not all(
+        (modules / pkg / "package.json").exists() for pkg in ("socket.io-client", "y-socket.io")
+    ):
+        result = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=INTEROP_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"npm ci failed in {INTEROP_DIR}:\n{result.stdout}\n{result.stderr}")
+    return modules

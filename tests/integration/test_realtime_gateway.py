@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ import socketio
 from conftest import (
     CRM_METADATA,
     CRM_USERS,
+    INTEROP_DIR,
     api_as,
     data_plugin_entry,
     hub_manifest,
@@ -674,28 +674,6 @@ async def test_record_documents_follow_record_permissions(hub: Hub) -> None:
 
 
 # ---------------------------------------------------------------------- a stock client
-
-INTEROP_DIR = Path(__file__).resolve().parents[1] / "interop"
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """``tests/interop/node_modules`` (``npm ci`` once); skips without Node."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node/npm not found on PATH: the stock-client tests need Node 20+")
-    modules = INTEROP_DIR / "node_modules"
-    if not (modules / "socket.io-client" / "package.json").exists():
-        result = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=INTEROP_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed in {INTEROP_DIR}:\n{result.stdout}\n{result.stderr}")
-    return modules
 
 
 @pytest.mark.parametrize("transports", ["polling,websocket", "polling"])

@@ -14,9 +14,7 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from conftest import INTEROP_DIR
 from pycrdt import Doc, Text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -40,7 +39,6 @@ from objectos.errors import InvalidToken, ObjectOSError, Unauthenticated
 from objectos.realtime.yjs import Access, SQLUpdateStore, YSocketIOClient
 from objectos.realtime.yjs.client import ConnectionRefused
 
-INTEROP_DIR = Path(__file__).resolve().parents[1] / "interop"
 WRITER, READER = "writer-token", "reader-token"
 FIELD = "content"
 SLOW_S = 60  # bound for any single step; activating a room starts a process
@@ -96,26 +94,6 @@ def realtime(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Realtime(gateway["url"], hub, database_url, gateway)
     finally:
         stop_realtime()
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """``tests/interop/node_modules`` (``npm ci`` once); skips without Node."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node/npm not found on PATH: the stock-client tests need Node 20+")
-    modules = INTEROP_DIR / "node_modules"
-    if not (modules / "y-socket.io" / "package.json").exists():
-        result = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=INTEROP_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed in {INTEROP_DIR}:\n{result.stdout}\n{result.stderr}")
-    return modules
 
 
 # ---------------------------------------------------------------------- helpers

@@ -4,55 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
 from objectos.api.sse import POLL_PATH, RealtimeSSE
 from objectos.data import DataEngine
-from objectos.realtime.feed import Backoff, NudgeOnCommit
 
 from .conftest import Desk
 from .doubles import WRITER
-from .test_sse import authenticate
+from .test_sse import serve as serve_sse
 
 
 @contextlib.asynccontextmanager
 async def serve(desk: Desk, **options: Any) -> AsyncIterator[tuple[httpx.AsyncClient, RealtimeSSE]]:
-    sse = RealtimeSSE(
-        desk.data.change_log,
-        authenticate=authenticate,
-        visibility=desk.visibility,
-        columns=desk.data.tables.columns,
-        idle=Backoff(3600, 3600),  # only nudges make it look
-        **options,
-    )
-    desk.data.hooks = NudgeOnCommit(sse.nudge)
-    app = Starlette(routes=[sse.route(), sse.poll_route()])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()  # uvicorn failed to start: say why
-                await asyncio.sleep(0.01)
-        async with sse, httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client, sse
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await task
-        sock.close()
+    """The SSE test server (which mounts the polling route too): its client and endpoint."""
+    async with serve_sse(desk, **options) as running:
+        yield running.client, running.sse
 
 
 async def poll(client: httpx.AsyncClient, token: str = "alice-token", **params: Any) -> Any:

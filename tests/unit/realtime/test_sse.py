@@ -137,7 +137,7 @@ async def serve(desk: Desk, **options: Any) -> AsyncIterator[Server]:
                 if task.done():
                     task.result()  # uvicorn failed to start: say why
                 await asyncio.sleep(0.01)
-        async with sse, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        async with sse, httpx.AsyncClient(base_url=url, timeout=30) as client:
             yield Server(url, sse, client)
     finally:
         server.should_exit = True
